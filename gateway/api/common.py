@@ -1,0 +1,117 @@
+"""What every handler shares: the app's services, reading JSON, the tenant, and job views."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from gateway.errors import BadRequest
+from gateway.jobs import MICROS
+from gateway.store import Job, JobEvent
+from gateway.tenancy import Principal, authenticate
+
+if TYPE_CHECKING:
+    from gateway.app import Services
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.state.services
+    return svc
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if not body:
+        raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def tenant(request: Request) -> Principal:
+    svc = services(request)
+    principal = await authenticate(svc.store, request.headers.get("authorization"), svc.clock())
+    request.state.tenant_id = principal.tenant.id
+    return principal
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def usd(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    return f"{(Decimal(micros) / MICROS):.2f}" if micros % 10_000 == 0 else str(Decimal(micros) / MICROS)
+
+
+def _span(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else round(end - start, 3)
+
+
+def job_view(job: Job, events: list[JobEvent] | None = None) -> dict[str, Any]:
+    error = (
+        {"code": job.error_code, "message": job.error_message}
+        if job.error_code is not None else None
+    )
+    upstream_start = job.submitted_at or job.submit_attempted_at
+    view: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "model": job.model,
+        "task": job.task,
+        "wavespeed_model_id": job.wavespeed_id,
+        "upstream_id": job.upstream_id,
+        "inputs": job.inputs,
+        "outputs": job.outputs,
+        "has_nsfw_contents": job.has_nsfw_contents,
+        "error": error,
+        "price_usd": usd(job.price_micros),
+        "cost_usd": usd(job.cost_micros),
+        "metadata": job.metadata,
+        "callback_url": job.callback_url,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "timings": {
+            "submitted_at": iso(job.submitted_at),
+            "finished_at": iso(job.finished_at),
+            "queued_seconds": _span(job.created_at, upstream_start),
+            "upstream_seconds": _span(upstream_start, job.finished_at),
+            "total_seconds": _span(job.created_at, job.finished_at),
+            "inference_ms": (job.upstream_timings or {}).get("inference"),
+        },
+    }
+    if events is not None:
+        view["events"] = [event_view(e) for e in events]
+    return view
+
+
+def event_view(event: JobEvent) -> dict[str, Any]:
+    return {
+        "seq": event.seq,
+        "from": event.from_status,
+        "to": event.to_status,
+        "source": event.source,
+        "at": iso(event.at),
+        "detail": event.detail,
+    }
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    cursor: str | None
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(content, status_code=status, headers=headers)

@@ -1,0 +1,83 @@
+"""Tenant job routes: POST/GET /v1/jobs, GET /v1/jobs/{id}, POST /v1/jobs/{id}/cancel."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.api.common import job_view, json_response, read_json, services, tenant
+from gateway.errors import FieldError, InvalidRequest
+from gateway.states import STATUSES, is_terminal
+
+MAX_PAGE = 100
+
+
+async def create_job(request: Request) -> Response:
+    principal = await tenant(request)
+    body = await read_json(request)
+    svc = services(request)
+    job, _ = await svc.jobs.create_job(principal, body, request.headers.get("idempotency-key"))
+    request.state.job_id = job.id
+    wait = body.get("wait") if isinstance(body, dict) else None
+    if wait and not is_terminal(job.status):
+        job = await svc.jobs.wait_terminal(job, float(wait))
+    events = await svc.jobs.get_events(job.id)
+    status = 200 if is_terminal(job.status) and wait else 202
+    return json_response(job_view(job, events), status, {"Location": f"/v1/jobs/{job.id}"})
+
+
+async def get_job(request: Request) -> Response:
+    principal = await tenant(request)
+    svc = services(request)
+    job = await svc.jobs.get_job(principal.tenant.id, request.path_params["job_id"])
+    request.state.job_id = job.id
+    return json_response(job_view(job, await svc.jobs.get_events(job.id)))
+
+
+async def list_jobs(request: Request) -> Response:
+    principal = await tenant(request)
+    params = request.query_params
+    errors: list[FieldError] = []
+    status = params.get("status") or None
+    if status is not None and status not in STATUSES:
+        errors.append(FieldError("status", f"must be one of {', '.join(STATUSES)}"))
+    limit = 20
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_PAGE:
+            errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_PAGE}"))
+    cursor = params.get("cursor") or None
+    if cursor is not None and not cursor.startswith("job_"):
+        errors.append(FieldError("cursor", "is not a cursor returned by this endpoint"))
+    if errors:
+        raise InvalidRequest(errors)
+    svc = services(request)
+    jobs = await svc.store.list_jobs(
+        principal.tenant.id, status=status, model=params.get("model") or None,
+        limit=limit + 1, before_id=cursor,
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    return json_response({
+        "data": [job_view(job) for job in page],
+        "next_cursor": page[-1].id if more and page else None,
+    })
+
+
+async def cancel_job(request: Request) -> Response:
+    principal = await tenant(request)
+    svc = services(request)
+    job = await svc.jobs.cancel_job(principal.tenant.id, request.path_params["job_id"])
+    request.state.job_id = job.id
+    return json_response(job_view(job, await svc.jobs.get_events(job.id)))
+
+
+routes = [
+    Route("/v1/jobs", create_job, methods=["POST"]),
+    Route("/v1/jobs", list_jobs, methods=["GET"]),
+    Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+    Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+]

@@ -1,0 +1,203 @@
+"""The app factory: ``create_app(settings)`` wires the store, the WaveSpeed client, the job
+service and the background workers, all owned by the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.api import jobs as jobs_api
+from gateway.api import ops as ops_api
+from gateway.api import webhooks as webhooks_api
+from gateway.catalog import Catalog
+from gateway.dispatcher import Dispatcher
+from gateway.errors import GatewayError, UpstreamError
+from gateway.jobs import JobService
+from gateway.logs import configure_logging
+from gateway.metrics import CONTENT_TYPE, Metrics
+from gateway.middleware import BodyLimit
+from gateway.reconciler import Reconciler
+from gateway.settings import Settings, SettingsError
+from gateway.store.sqlite import SQLiteStore
+from gateway.upstream import WaveSpeedClient, make_http_client
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: SQLiteStore
+    catalog: Catalog
+    upstream: WaveSpeedClient
+    jobs: JobService
+    dispatcher: Dispatcher
+    reconciler: Reconciler
+    metrics: Metrics
+    clock: Callable[[], float]
+    wavespeed_webhook_secret: str | None = None
+    shutting_down: bool = False
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def record_webhook(self, result: str) -> None:
+        self.metrics.webhooks.labels(result).inc()
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.warning("request_failed", code=exc.code, error=exc.message)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled_error", path=request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": "internal error"}}, status_code=500
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    svc: Services = request.state.services
+    svc.metrics.in_flight.set(len(svc.dispatcher.in_flight))
+    svc.metrics.queued.set(svc.dispatcher.queued_count)
+    return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def build_services(
+    settings: Settings,
+    store: SQLiteStore,
+    http: httpx.AsyncClient,
+    clock: Callable[[], float],
+    metrics: Metrics,
+) -> Services:
+    if settings.wavespeed_api_key is None:
+        raise SettingsError(
+            "invalid setting GATEWAY_WAVESPEED_API_KEY: required by create_app "
+            "(the CLI starts the built-in simulator when it is absent)"
+        )
+    catalog = Catalog(settings.prices)
+    upstream = WaveSpeedClient(
+        http, settings.wavespeed_base_url, settings.wavespeed_api_key,
+        on_call=metrics.on_upstream_call,
+    )
+    jobs = JobService(
+        store=store, catalog=catalog, upstream=upstream, clock=clock,
+        idempotency_ttl=settings.idempotency_ttl_seconds,
+    )
+    jobs.commit_listeners.append(metrics.on_transition)
+    jobs.accept_listeners.append(lambda job: metrics.jobs_accepted.labels(job.tenant_id, job.model).inc())
+    dispatcher = Dispatcher(
+        jobs, upstream, public_url=settings.public_url,
+        max_concurrency=settings.upstream_max_concurrency,
+        webhook_grace_seconds=settings.webhook_grace_seconds,
+        retry_seconds=settings.submit_retry_seconds, clock=clock,
+    )
+    reconciler = Reconciler(
+        jobs, upstream, poll_interval_seconds=settings.poll_interval_seconds,
+        submit_deadline_seconds=settings.submit_deadline_seconds,
+        tick_seconds=min(1.0, settings.poll_interval_seconds), clock=clock,
+    )
+    return Services(
+        settings=settings, store=store, catalog=catalog, upstream=upstream, jobs=jobs,
+        dispatcher=dispatcher, reconciler=reconciler, metrics=metrics, clock=clock,
+        wavespeed_webhook_secret=settings.wavespeed_webhook_secret,
+    )
+
+
+async def _fetch_webhook_secret(svc: Services) -> None:
+    """Ask WaveSpeed for the webhook secret until it answers (webhooks are refused with 503
+    until then, and the reconciler polls meanwhile)."""
+    delay = 1.0
+    while svc.wavespeed_webhook_secret is None:
+        try:
+            svc.wavespeed_webhook_secret = await svc.upstream.webhook_secret()
+        except UpstreamError as exc:
+            log.error("webhook_secret_unavailable", error=exc.message, retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    transport: httpx.AsyncBaseTransport | None = None,
+    configure_logs: bool = True,
+) -> Starlette:
+    """The gateway as an ASGI app. ``transport`` replaces the outbound HTTP transport (tests)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if configure_logs:
+            configure_logging(settings.log_format, settings.log_level)
+        store = SQLiteStore(settings.database_path)
+        await store.open()
+        http = (
+            httpx.AsyncClient(transport=transport, timeout=settings.upstream_timeout_seconds)
+            if transport is not None
+            else make_http_client(settings.upstream_transport, settings.upstream_timeout_seconds)
+        )
+        try:
+            applied = await store.migrate()
+            if applied:
+                log.info("migrations_applied", versions=applied)
+            svc = build_services(settings, store, http, clock, Metrics())
+            app.state.services = svc
+            await svc.dispatcher.recover()
+            if svc.wavespeed_webhook_secret is None:
+                svc.tasks.append(asyncio.create_task(_fetch_webhook_secret(svc)))
+            svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
+            svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
+            log.info("gateway_started", upstream=settings.wavespeed_base_url)
+            yield {"services": svc}
+            svc.shutting_down = True
+            await svc.dispatcher.stop(settings.shutdown_grace_seconds)
+            for task in svc.tasks:
+                task.cancel()
+            for task in svc.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            log.info("gateway_stopped")
+        finally:
+            await http.aclose()
+            await store.close()
+
+    routes = [
+        *jobs_api.routes,
+        *ops_api.routes,
+        *webhooks_api.routes,
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )

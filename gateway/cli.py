@@ -1,0 +1,189 @@
+"""The ``gateway`` command: dev, serve, simulator, migrate, tenants, keys.
+
+Scripts rely on the output: ``tenants create`` prints the new tenant's id as its last line,
+``keys create`` the new key's secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+from gateway.errors import GatewayError
+from gateway.settings import Settings, SettingsError, load_settings
+from gateway.store.sqlite import SQLiteStore
+from gateway.tenancy import IssuedKey, create_tenant, issue_key
+
+T = TypeVar("T")
+DEMO_TENANT = "demo"
+
+
+async def _with_store(settings: Settings, action: Callable[[SQLiteStore], Awaitable[T]]) -> T:
+    store = SQLiteStore(settings.database_path, readers=1)
+    await store.open()
+    try:
+        await store.migrate()
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise SystemExit(f"error: {text!r} is not an ISO 8601 time (e.g. 2027-01-31T00:00:00Z)") from None
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    async def main() -> list[int]:
+        store = SQLiteStore(settings.database_path, readers=1)
+        await store.open()
+        try:
+            return await store.migrate()
+        finally:
+            await store.close()
+
+    applied = asyncio.run(main())
+    print(f"applied migrations: {applied}" if applied else "schema is up to date")
+    return 0
+
+
+def cmd_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    limits = json.loads(args.limits) if args.limits else {}
+    tenant = asyncio.run(_with_store(
+        settings, lambda s: s.write(create_tenant(args.name, limits, time.time()))
+    ))
+    print(f"created tenant {tenant.name}")
+    print(tenant.id)
+    return 0
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    issued: IssuedKey = asyncio.run(_with_store(
+        settings,
+        lambda s: s.write(issue_key(args.tenant, args.name, _parse_time(args.expires_at), time.time())),
+    ))
+    print(f"created key {issued.key.id} ({issued.key.prefix}...) for tenant {issued.key.tenant_id}")
+    print("the secret is shown only this once:")
+    print(issued.secret)
+    return 0
+
+
+async def _demo_key(settings: Settings) -> str:
+    async def action(store: SQLiteStore) -> str:
+        if await store.get_tenant(DEMO_TENANT) is None:
+            await store.write(create_tenant(DEMO_TENANT, {}, time.time()))
+        issued = await store.write(issue_key(DEMO_TENANT, "dev", None, time.time()))
+        return issued.secret
+
+    return await _with_store(settings, action)
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace, *, dev: bool = False) -> int:
+    from gateway.runner import serve
+
+    if dev:
+        settings = settings.model_copy(update={"log_format": "console"})
+
+    async def main() -> None:
+        key = await _demo_key(settings) if dev else None
+
+        def ready(effective: Settings, simulator_url: str | None) -> None:
+            base = effective.public_url
+            if simulator_url:
+                print(f"WaveSpeed simulator (built in) on {simulator_url}", file=sys.stderr)
+            print(f"Kontext Gateway on {base}", file=sys.stderr)
+            if key:
+                body = '{"model": "flux-kontext-pro", "prompt": "a red fox in fresh snow", "wait": 30}'
+                print(f"Demo tenant key: {key}")
+                print("Try:")
+                print(
+                    f"  curl -s {base}/v1/jobs -H 'Authorization: Bearer {key}' "
+                    f"-H 'Content-Type: application/json' -d '{body}'"
+                )
+            sys.stdout.flush()
+
+        await serve(settings, simulator_latency=args.simulator_latency, on_ready=ready)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_simulator(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.simulator import SimulatorConfig, create_simulator_app
+
+    public = args.public_url or f"http://{args.host}:{args.port}"
+    config = SimulatorConfig(public_url=public, latency_seconds=args.latency)
+    print(f"WaveSpeed simulator on {public}; key {config.api_key}", file=sys.stderr)
+    uvicorn.run(create_simulator_app(config), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="SQLite + the built-in simulator + a demo tenant key")
+    dev.add_argument("--simulator-latency", type=float, default=1.0,
+                     help="seconds the simulator takes per job (default 1)")
+    dev.set_defaults(func=lambda s, a: cmd_serve(s, a, dev=True))
+
+    serve = sub.add_parser("serve", help="run the gateway (GATEWAY_* settings)")
+    serve.add_argument("--simulator-latency", type=float, default=1.0,
+                       help="when no WaveSpeed key is set: simulator seconds per job")
+    serve.set_defaults(func=cmd_serve)
+
+    sim = sub.add_parser("simulator", help="run the WaveSpeed simulator alone")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    sim.add_argument("--public-url", default=None)
+    sim.add_argument("--latency", type=float, default=1.0)
+    sim.set_defaults(func=cmd_simulator)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True)
+    create = tenants.add_parser("create", help="create a tenant; prints its id last")
+    create.add_argument("name")
+    create.add_argument("--limits", help='JSON, e.g. \'{"images_per_day": 100}\'')
+    create.set_defaults(func=cmd_tenants_create)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True)
+    kcreate = keys.add_parser("create", help="issue a key; prints the secret last")
+    kcreate.add_argument("tenant", help="tenant id or name")
+    kcreate.add_argument("--name")
+    kcreate.add_argument("--expires-at", help="ISO 8601 time")
+    kcreate.set_defaults(func=cmd_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        result: int = args.func(settings, args)
+        return result
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

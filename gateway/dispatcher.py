@@ -1,0 +1,233 @@
+"""The dispatcher: takes queued jobs to WaveSpeed, keeps at most ``max_concurrency`` in flight
+there, and shares that capacity round-robin between tenants.
+
+A submit is claimed in the store (``submit_attempted_at``) before it is sent, so that after a
+crash a job whose submit may have gone out is never sent again: a webhook adopts it, or the
+reconciler fails it as ``submit_outcome_unknown`` at the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from gateway.jobs import JobService, Transition, transition
+from gateway.states import is_terminal
+from gateway.store import Job, Tx
+from gateway.upstream import (
+    UpstreamNotSent,
+    UpstreamOutcomeUnknown,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    WaveSpeedClient,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        service: JobService,
+        upstream: WaveSpeedClient,
+        *,
+        public_url: str,
+        max_concurrency: int,
+        webhook_grace_seconds: float,
+        retry_seconds: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._service = service
+        self._upstream = upstream
+        self._public_url = public_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self._grace = webhook_grace_seconds
+        self._retry_seconds = retry_seconds
+        self._clock = clock
+        self._queues: dict[str, deque[str]] = {}
+        self._turns: deque[str] = deque()
+        self._queued: set[str] = set()
+        self.in_flight: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self._stopping = False
+        service.accept_listeners.append(self.enqueue)
+        service.commit_listeners.append(self._on_commit)
+
+    # -- queue -------------------------------------------------------------------------------
+
+    def enqueue(self, job: Job, *, front: bool = False) -> None:
+        if job.id in self._queued or job.id in self.in_flight or self._stopping:
+            return
+        queue = self._queues.get(job.tenant_id)
+        if queue is None:
+            queue = self._queues[job.tenant_id] = deque()
+            self._turns.append(job.tenant_id)
+        if front:
+            queue.appendleft(job.id)
+        else:
+            queue.append(job.id)
+        self._queued.add(job.id)
+        self._wake.set()
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued)
+
+    def _next_job(self) -> str | None:
+        while self._turns:
+            tenant_id = self._turns.popleft()
+            queue = self._queues[tenant_id]
+            job_id = queue.popleft()
+            if queue:
+                self._turns.append(tenant_id)
+            else:
+                del self._queues[tenant_id]
+            self._queued.discard(job_id)
+            return job_id
+        return None
+
+    def _on_commit(self, moved: Transition) -> None:
+        if is_terminal(moved.to_status) and moved.job.id in self.in_flight:
+            self.in_flight.discard(moved.job.id)
+            self._wake.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Rebuild the queue and the in-flight set from the store (start-up after a crash)."""
+        jobs = await self._service.store.jobs_in_status(("queued", "submitted", "processing"))
+        for job in jobs:
+            if job.status == "queued" and job.submit_attempted_at is None:
+                self.enqueue(job)
+            else:
+                self.in_flight.add(job.id)
+        log.info("dispatcher_recovered", queued=len(self._queued), in_flight=len(self.in_flight))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            pause = self._paused_until - loop.time()
+            if pause > 0:
+                loop.call_later(pause, self._wake.set)
+                continue
+            while len(self.in_flight) < self.max_concurrency and not self._stopping:
+                job_id = self._next_job()
+                if job_id is None:
+                    break
+                self.in_flight.add(job_id)
+                task = asyncio.create_task(self._submit(job_id), name=f"submit-{job_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Stop taking work; let submits already sent finish within the grace period."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    # -- one submit --------------------------------------------------------------------------
+
+    async def _submit(self, job_id: str) -> None:
+        try:
+            job = await self._service.store.write(self._claim(job_id))
+            if job is None:
+                self._release(job_id)
+                return
+            webhook = f"{self._public_url}/webhooks/wavespeed/{job.id}"
+            try:
+                prediction = await self._upstream.submit(job.wavespeed_id, job.inputs, webhook)
+            except UpstreamRateLimited as exc:
+                await self._hand_back(job, exc.retry_after, "upstream_rate_limited")
+            except UpstreamNotSent:
+                await self._hand_back(job, self._retry_seconds, "upstream_unreachable")
+            except UpstreamRejected as exc:
+                await self._service.fail(
+                    job.id, "upstream_rejected", exc.message, "dispatcher",
+                    detail={"upstream_status": exc.upstream_status},
+                )
+            except UpstreamOutcomeUnknown as exc:
+                # Never re-sent: a webhook adopts it, or the reconciler fails it at the deadline.
+                log.warning("submit_outcome_unknown", job_id=job.id, error=exc.message)
+            else:
+                await self._service.run_transitions(self._submitted(job.id, prediction.id))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("submit_crashed", job_id=job_id)
+            self._release(job_id)
+
+    def _release(self, job_id: str) -> None:
+        self.in_flight.discard(job_id)
+        self._wake.set()
+
+    async def _hand_back(self, job: Job, delay: float, reason: str) -> None:
+        """The submit was not created upstream: unclaim it, pause, and queue it again."""
+        loop = asyncio.get_running_loop()
+        self._paused_until = max(self._paused_until, loop.time() + delay)
+        job_id = job.id
+
+        def script(tx: Tx) -> None:
+            tx.update_job(job_id, submit_attempted_at=None)
+
+        await self._service.store.write(script)
+        log.info("submit_handed_back", job_id=job.id, reason=reason, retry_in=delay)
+        self.in_flight.discard(job.id)
+        current = await self._service.store.get_job(job.id)
+        if current is not None and current.status == "queued":
+            self.enqueue(current, front=True)
+        self._wake.set()
+
+    def _claim(self, job_id: str) -> Callable[[Tx], Job | None]:
+        now = self._clock()
+
+        def script(tx: Tx) -> Job | None:
+            job = tx.get_job(job_id)
+            if job is None or job.status != "queued" or job.submit_attempted_at is not None:
+                return None
+            tx.update_job(job_id, submit_attempted_at=now)
+            job.submit_attempted_at = now
+            return job
+
+        return script
+
+    def _submitted(
+        self, job_id: str, upstream_id: str
+    ) -> Callable[[Tx], tuple[None, list[Transition]]]:
+        now = self._clock()
+        hooks = tuple(self._service.transition_hooks)
+        next_poll = now + self._grace
+
+        def script(tx: Tx) -> tuple[None, list[Transition]]:
+            job = tx.get_job(job_id)
+            if job is None:
+                return None, []
+            if job.upstream_id is None:
+                # A webhook may have adopted the job already; then only the id is missing.
+                tx.update_job(job_id, upstream_id=upstream_id, next_poll_at=next_poll)
+                job.upstream_id = upstream_id
+            if job.status != "queued":
+                return None, []
+            fields: dict[str, Any] = {"submitted_at": now, "next_poll_at": next_poll}
+            moved = transition(
+                tx, job, "submitted", "dispatcher", now, hooks,
+                detail={"upstream_id": upstream_id}, **fields,
+            )
+            return None, [moved] if moved else []
+
+        return script

@@ -1,0 +1,381 @@
+"""The job service: accepting jobs, the one ``transition`` function that enforces the state
+graph (gateway.states), and applying what WaveSpeed reports (webhooks and polls).
+
+Writes are transaction scripts run by the store. Work that must be atomic with a transition
+(settling cost, writing a callback to the outbox) registers a ``TransitionHook``, which runs
+inside the same transaction; work that must follow the commit (waking waiters, freeing a
+dispatcher slot) registers a ``CommitListener``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Literal
+
+import structlog
+
+from gateway.catalog import Catalog
+from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, UpstreamError
+from gateway.ids import new_id
+from gateway.normalize import JobRequest, parse_job_request
+from gateway.states import TERMINAL, can_transition, is_terminal
+from gateway.store import Idempotency, Job, JobEvent, Store, Tx
+from gateway.tenancy import Principal
+from gateway.upstream import Prediction, WaveSpeedClient
+
+log = structlog.get_logger(__name__)
+
+MICROS = Decimal(1_000_000)
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def to_micros(usd: Decimal) -> int:
+    return int((usd * MICROS).to_integral_value())
+
+
+@dataclass(frozen=True)
+class Transition:
+    job: Job
+    from_status: str | None
+    to_status: str
+    source: str
+    at: float
+
+
+TransitionHook = Callable[[Tx, Transition], None]
+CommitListener = Callable[[Transition], None]
+AcceptHook = Callable[[Tx, Job, Principal], None]
+
+
+def transition(
+    tx: Tx,
+    job: Job,
+    to: str,
+    source: str,
+    at: float,
+    hooks: tuple[TransitionHook, ...] = (),
+    detail: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Transition | None:
+    """Move ``job`` to ``to`` if the graph allows it; record the event; run the in-transaction
+    hooks. A refused transition changes nothing, is logged, and returns None."""
+    current = job.status
+    if not can_transition(current, to):
+        log.warning(
+            "transition_refused", job_id=job.id, from_status=current, to_status=to, source=source
+        )
+        return None
+    changes: dict[str, Any] = {"status": to, "updated_at": at, **fields}
+    if to in TERMINAL:
+        changes["finished_at"] = at
+        changes["cost_micros"] = job.price_micros if to == "completed" else 0
+    tx.update_job(job.id, **changes)
+    tx.insert_event(job.id, current, to, source, at, detail)
+    moved = Transition(replace(job, **changes), current, to, source, at)
+    for hook in hooks:
+        hook(tx, moved)
+    return moved
+
+
+# WaveSpeed's statuses -> ours. Unknown values are treated as still in flight.
+_UPSTREAM_STATUS: dict[str, str] = {
+    "created": "submitted", "pending": "submitted", "queued": "submitted",
+    "processing": "processing", "running": "processing",
+    "completed": "completed", "succeeded": "completed",
+    "failed": "failed", "error": "failed", "cancelled": "failed", "canceled": "failed",
+    "timeout": "failed",
+}
+
+ApplyResult = Literal["applied", "unchanged", "stale", "duplicate", "unknown_job", "mismatch"]
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: ApplyResult
+    transition: Transition | None = None
+    job: Job | None = None
+
+
+class JobWatch:
+    """Wakes requests waiting for a job to end (``wait`` on POST /v1/jobs)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._events.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            waiters = self._events.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._events[job_id]
+
+    def notify(self, job_id: str) -> None:
+        for event in self._events.get(job_id, ()):
+            event.set()
+
+
+@dataclass
+class JobService:
+    store: Store
+    catalog: Catalog
+    upstream: WaveSpeedClient
+    clock: Callable[[], float] = time.time
+    idempotency_ttl: float = 24 * 3600
+    transition_hooks: list[TransitionHook] = field(default_factory=list)
+    accept_hooks: list[AcceptHook] = field(default_factory=list)
+    commit_listeners: list[CommitListener] = field(default_factory=list)
+    accept_listeners: list[Callable[[Job], None]] = field(default_factory=list)
+    watch: JobWatch = field(default_factory=JobWatch)
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    async def create_job(
+        self, principal: Principal, body: Any, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
+        """Validate, upload data: images, store the job as queued. Returns (job, created)."""
+        request = parse_job_request(body)
+        tenant_id = principal.tenant.id
+        if idempotency_key is not None:
+            _check_idempotency_key(idempotency_key)
+            existing = await self._replay(tenant_id, idempotency_key, request.fingerprint)
+            if existing is not None:
+                return existing, False
+        image_urls = await self._upload_images(request)
+        job = self._new_job(principal, request, image_urls)
+        hooks = tuple(self.accept_hooks)
+        ttl = self.idempotency_ttl
+
+        def script(tx: Tx) -> tuple[Job, bool]:
+            if idempotency_key is not None:
+                record = tx.get_idempotency(tenant_id, idempotency_key)
+                if record is not None and record.created_at > job.created_at - ttl:
+                    if record.fingerprint != request.fingerprint:
+                        raise _idempotency_conflict()
+                    original = tx.get_job(record.job_id)
+                    if original is not None:
+                        return original, False
+                tx.put_idempotency(
+                    tenant_id, idempotency_key,
+                    Idempotency(request.fingerprint, job.id, job.created_at),
+                )
+            for hook in hooks:
+                hook(tx, job, principal)
+            tx.insert_job(job)
+            tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
+            return job, True
+
+        stored, created = await self.store.write(script)
+        if created:
+            for listener in self.accept_listeners:
+                listener(stored)
+        return stored, created
+
+    async def _replay(self, tenant_id: str, key: str, fingerprint: str) -> Job | None:
+        record = await self.store.get_idempotency(tenant_id, key)
+        if record is None or record.created_at <= self.clock() - self.idempotency_ttl:
+            return None
+        if record.fingerprint != fingerprint:
+            raise _idempotency_conflict()
+        return await self.store.get_job(record.job_id)
+
+    async def _upload_images(self, request: JobRequest) -> list[str]:
+        urls: list[str] = []
+        for index, image in enumerate(request.images):
+            if image.url is not None:
+                urls.append(image.url)
+                continue
+            assert image.content is not None and image.content_type is not None
+            extension = image.content_type.split("/", 1)[1].split("+", 1)[0]
+            try:
+                urls.append(
+                    await self.upstream.upload_binary(
+                        f"image-{index}.{extension}", image.content, image.content_type
+                    )
+                )
+            except UpstreamError as exc:
+                raise UpstreamError(
+                    f"could not upload images[{index}] to WaveSpeed: {exc.message}",
+                    code="upload_failed",
+                ) from exc
+        return urls
+
+    def _new_job(self, principal: Principal, request: JobRequest, image_urls: list[str]) -> Job:
+        now = self.clock()
+        endpoint = request.endpoint
+        return Job(
+            id=new_id("job"),
+            tenant_id=principal.tenant.id,
+            model=endpoint.model,
+            task=endpoint.task,
+            wavespeed_id=endpoint.wavespeed_id,
+            status="queued",
+            inputs=request.upstream_body(image_urls),
+            price_micros=to_micros(self.catalog.price(endpoint)),
+            created_at=now,
+            updated_at=now,
+            callback_url=request.callback_url,
+            metadata=request.metadata,
+        )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def get_job(self, tenant_id: str | None, job_id: str) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+            raise NotFound(f"no job {job_id}", code="job_not_found")
+        return job
+
+    async def get_events(self, job_id: str) -> list[JobEvent]:
+        return await self.store.get_events(job_id)
+
+    async def wait_terminal(self, job: Job, seconds: float) -> Job:
+        """Hold until the job is terminal or ``seconds`` pass; re-read at least every second
+        (another process may have finished it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not is_terminal(job.status):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with self.watch.watching(job.id) as event:
+                fresh = await self.store.get_job(job.id)
+                if fresh is not None:
+                    job = fresh
+                if is_terminal(job.status):
+                    break
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+            fresh = await self.store.get_job(job.id)
+            if fresh is not None:
+                job = fresh
+        return job
+
+    # -- changing ----------------------------------------------------------------------------
+
+    async def run_transitions(self, script: Callable[[Tx], Any]) -> Any:
+        """Run a script that returns (value, [Transition...]); notify listeners after commit."""
+        value, moved = await self.store.write(script)
+        self._committed(moved)
+        return value
+
+    def _committed(self, moved: list[Transition]) -> None:
+        for item in moved:
+            if is_terminal(item.to_status):
+                self.watch.notify(item.job.id)
+            for listener in self.commit_listeners:
+                try:
+                    listener(item)
+                except Exception:
+                    log.exception("commit_listener_failed", job_id=item.job.id)
+
+    async def cancel_job(self, tenant_id: str | None, job_id: str, source: str = "api") -> Job:
+        now = self.clock()
+        hooks = tuple(self.transition_hooks)
+
+        def script(tx: Tx) -> tuple[Job, list[Transition]]:
+            job = tx.get_job(job_id)
+            if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+                raise NotFound(f"no job {job_id}", code="job_not_found")
+            if is_terminal(job.status):
+                raise Conflict(f"job is already {job.status}", code="job_terminal")
+            moved = transition(tx, job, "cancelled", source, now, hooks)
+            assert moved is not None
+            return moved.job, [moved]
+
+        job: Job = await self.run_transitions(script)
+        return job
+
+    async def fail(
+        self, job_id: str, code: str, message: str, source: str, detail: dict[str, Any] | None = None
+    ) -> Transition | None:
+        now = self.clock()
+        hooks = tuple(self.transition_hooks)
+
+        def script(tx: Tx) -> tuple[Transition | None, list[Transition]]:
+            job = tx.get_job(job_id)
+            if job is None:
+                return None, []
+            moved = transition(
+                tx, job, "failed", source, now, hooks,
+                detail={"error_code": code, **(detail or {})},
+                error_code=code, error_message=message,
+            )
+            return moved, [moved] if moved else []
+
+        result: Transition | None = await self.run_transitions(script)
+        return result
+
+    async def apply_prediction(
+        self, job_id: str, prediction: Prediction, source: str, webhook_id: str | None = None
+    ) -> Applied:
+        """Apply what WaveSpeed says of a job (a webhook body or a polled result)."""
+        now = self.clock()
+        hooks = tuple(self.transition_hooks)
+
+        def script(tx: Tx) -> tuple[Applied, list[Transition]]:
+            job = tx.get_job(job_id)
+            if job is None:
+                return Applied("unknown_job"), []
+            if job.upstream_id is not None and job.upstream_id != prediction.id:
+                return Applied("mismatch", job=job), []
+            target = _UPSTREAM_STATUS.get(prediction.status, "submitted")
+            if webhook_id is not None and not tx.insert_receipt(
+                webhook_id, job_id, now, prediction.status, "received"
+            ):
+                return Applied("duplicate", job=job), []
+            fields: dict[str, Any] = {"last_heard_at": now}
+            if job.upstream_id is None:
+                fields["upstream_id"] = prediction.id
+                fields["submitted_at"] = now
+            if target == job.status or (target == "submitted" and job.status == "processing"):
+                tx.update_job(job.id, **fields)
+                return Applied("unchanged", job=replace(job, **fields)), []
+            detail: dict[str, Any] = {"upstream_status": prediction.status}
+            if job.upstream_id is None:
+                detail["adopted_upstream_id"] = prediction.id
+            if target == "completed":
+                fields.update(
+                    outputs=prediction.outputs,
+                    has_nsfw_contents=prediction.has_nsfw_contents,
+                    upstream_timings=prediction.timings or None,
+                )
+            elif target == "failed":
+                code = {"timeout": "upstream_timeout", "cancelled": "upstream_cancelled",
+                        "canceled": "upstream_cancelled"}.get(prediction.status, "upstream_failed")
+                fields.update(
+                    error_code=code,
+                    error_message=prediction.error or f"WaveSpeed reported {prediction.status}",
+                )
+                detail["error"] = fields["error_message"]
+            moved = transition(tx, job, target, source, now, hooks, detail=detail, **fields)
+            if moved is None:
+                tx.update_job(job.id, last_heard_at=now)
+                return Applied("stale", job=job), []
+            return Applied("applied", moved, moved.job), [moved]
+
+        result: Applied = await self.run_transitions(script)
+        return result
+
+
+def _idempotency_conflict() -> Conflict:
+    return Conflict(
+        "Idempotency-Key was used with a different request body", code="idempotency_conflict"
+    )
+
+
+def _check_idempotency_key(key: str) -> None:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise InvalidRequest(
+            [FieldError("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters")]
+        )

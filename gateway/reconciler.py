@@ -1,0 +1,86 @@
+"""The reconciler: what WaveSpeed's webhooks fail to tell us, it finds out.
+
+- A job at WaveSpeed whose webhook is overdue (``next_poll_at`` passed: the grace period after
+  the submit's answer, then every poll interval) is polled and the answer applied.
+- A submit whose outcome is unknown and that no webhook adopted by the deadline fails as
+  ``submit_outcome_unknown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from gateway.errors import UpstreamError
+from gateway.jobs import JobService
+from gateway.store import Job, Tx
+from gateway.upstream import WaveSpeedClient
+
+log = structlog.get_logger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        service: JobService,
+        upstream: WaveSpeedClient,
+        *,
+        poll_interval_seconds: float,
+        submit_deadline_seconds: float,
+        tick_seconds: float = 1.0,
+        concurrency: int = 8,
+        batch: int = 200,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._service = service
+        self._upstream = upstream
+        self._interval = poll_interval_seconds
+        self._deadline = submit_deadline_seconds
+        self._tick = tick_seconds
+        self._limit = asyncio.Semaphore(concurrency)
+        self._batch = batch
+        self._clock = clock
+        self.polls = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile_failed")
+            await asyncio.sleep(self._tick)
+
+    async def reconcile_once(self) -> None:
+        now = self._clock()
+        store = self._service.store
+        for job in await store.expired_submits(now - self._deadline):
+            await self._service.fail(
+                job.id, "submit_outcome_unknown",
+                "WaveSpeed's answer to the submit was lost and no webhook adopted the job",
+                "dispatcher", detail={"submit_attempted_at": job.submit_attempted_at},
+            )
+        due = await store.due_polls(now, self._batch)
+        if due:
+            await asyncio.gather(*(self._poll(job) for job in due))
+
+    async def _poll(self, job: Job) -> None:
+        assert job.upstream_id is not None
+        async with self._limit:
+            self.polls += 1
+            try:
+                prediction = await self._upstream.get_result(job.upstream_id)
+            except UpstreamError as exc:
+                log.warning("poll_failed", job_id=job.id, error=exc.message)
+            else:
+                applied = await self._service.apply_prediction(job.id, prediction, "poll")
+                log.info("polled", job_id=job.id, result=applied.result, status=prediction.status)
+        next_poll = self._clock() + self._interval
+        job_id = job.id
+
+        def script(tx: Tx) -> None:
+            tx.update_job(job_id, next_poll_at=next_poll)
+
+        await self._service.store.write(script)

@@ -1,0 +1,103 @@
+"""Settings: every GATEWAY_* variable, validated once at start-up and passed down explicitly."""
+
+from __future__ import annotations
+
+import ipaddress
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
+
+    database_url: str = "sqlite:///./data/gateway.db"
+    wavespeed_api_key: str | None = None
+    wavespeed_base_url: str = "https://api.wavespeed.ai"
+    wavespeed_webhook_secret: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    admin_token: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    upstream_max_concurrency: int = Field(default=100, ge=1)
+    upstream_timeout_seconds: float = Field(default=30.0, gt=0)
+    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    webhook_grace_seconds: float = Field(default=60.0, ge=0)
+    poll_interval_seconds: float = Field(default=10.0, gt=0)
+    submit_deadline_seconds: float = Field(default=300.0, gt=0)
+    submit_retry_seconds: float = Field(default=2.0, gt=0)
+    webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Overrides of catalog prices, e.g. GATEWAY_PRICES='{"flux-kontext-max": "0.09"}'.
+    prices: dict[str, Decimal] = Field(default_factory=dict)
+    # Networks that tenant callback URLs may resolve into (CIDRs).
+    callback_allowed_networks: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+
+    @field_validator("wavespeed_base_url", "public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_only(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError("only sqlite:///PATH is supported (e.g. sqlite:///./data/gateway.db)")
+        return value
+
+    @field_validator("wavespeed_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("whsec_"):
+            raise ValueError("must start with whsec_")
+        return value
+
+    @field_validator("callback_allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR network") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _prices_positive(self) -> Settings:
+        for model, price in self.prices.items():
+            if price < 0:
+                raise ValueError(f"price for {model} must not be negative")
+        return self
+
+    @property
+    def database_path(self) -> str:
+        return self.database_url.removeprefix("sqlite:///")
+
+    @property
+    def uses_simulator(self) -> bool:
+        return self.wavespeed_api_key is None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; a bad value becomes one SettingsError line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "settings"
+        name = f"GATEWAY_{field.upper()}"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

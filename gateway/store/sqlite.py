@@ -1,0 +1,453 @@
+"""SQLite implementation of the store.
+
+Writes: one connection owned by one thread. Transaction scripts queue up while the previous
+batch commits, then run together in one transaction (each in its own savepoint, so one script
+that raises leaves the others intact) and commit once: group commit, with no timer. Every
+caller waits for its own batch's commit, so nothing is acknowledged before it is durable.
+WAL with synchronous=FULL: the commit is fsynced, and group commit makes that nearly free.
+
+Reads: aiosqlite, on connections of their own; under WAL they see only committed data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
+from gateway.store.migrations import MIGRATIONS
+
+T = TypeVar("T")
+
+MAX_BATCH = 512
+_JSON_COLUMNS = {"inputs", "metadata", "outputs", "has_nsfw_contents", "upstream_timings"}
+_JOB_COLUMNS = [f.name for f in fields(Job)]
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"))
+
+
+def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
+    data = {name: row[name] for name in _JOB_COLUMNS}
+    for name in _JSON_COLUMNS:
+        raw = data[name]
+        data[name] = json.loads(raw) if raw is not None else None
+    data["outputs"] = data["outputs"] or []
+    data["has_nsfw_contents"] = data["has_nsfw_contents"] or []
+    return Job(**data)
+
+
+def _tenant_from_row(row: sqlite3.Row | aiosqlite.Row) -> Tenant:
+    return Tenant(
+        id=row["id"], name=row["name"], created_at=row["created_at"],
+        webhook_secret=row["webhook_secret"], limits=json.loads(row["limits"]),
+        disabled_at=row["disabled_at"],
+    )
+
+
+def _key_from_row(row: sqlite3.Row | aiosqlite.Row) -> ApiKey:
+    return ApiKey(
+        id=row["id"], tenant_id=row["tenant_id"], prefix=row["prefix"],
+        created_at=row["created_at"], name=row["name"], expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"], last_used_at=row["last_used_at"],
+    )
+
+
+def _connect_pragmas(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+
+
+class SQLiteTx:
+    """The ``Tx`` of a transaction script, over the writer's connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def get_job(self, job_id: str) -> Job | None:
+        row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    def insert_job(self, job: Job) -> None:
+        values = [
+            _dump(getattr(job, name)) if name in _JSON_COLUMNS else getattr(job, name)
+            for name in _JOB_COLUMNS
+        ]
+        marks = ", ".join("?" for _ in _JOB_COLUMNS)
+        self.conn.execute(
+            f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", values
+        )
+
+    def update_job(self, job_id: str, **changes: Any) -> None:
+        unknown = set(changes) - set(_JOB_COLUMNS)
+        if unknown:
+            raise ValueError(f"not job columns: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        values = [_dump(v) if k in _JSON_COLUMNS else v for k, v in changes.items()]
+        self.conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
+
+    def insert_event(
+        self, job_id: str, from_status: str | None, to_status: str, source: str, at: float,
+        detail: dict[str, Any] | None,
+    ) -> int:
+        row = self.conn.execute(
+            "INSERT INTO job_events (job_id, seq, from_status, to_status, source, at, detail) "
+            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM job_events WHERE job_id = ? "
+            "RETURNING seq",
+            (job_id, from_status, to_status, source, at, _dump(detail), job_id),
+        ).fetchone()
+        return int(row[0])
+
+    def get_idempotency(self, tenant_id: str, key: str) -> Idempotency | None:
+        row = self.conn.execute(
+            "SELECT fingerprint, job_id, created_at FROM idempotency_keys "
+            "WHERE tenant_id = ? AND key = ?", (tenant_id, key),
+        ).fetchone()
+        return Idempotency(row[0], row[1], row[2]) if row else None
+
+    def put_idempotency(self, tenant_id: str, key: str, record: Idempotency) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO idempotency_keys "
+            "(tenant_id, key, fingerprint, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            (tenant_id, key, record.fingerprint, record.job_id, record.created_at),
+        )
+
+    def insert_receipt(
+        self, webhook_id: str, job_id: str, at: float, status: str | None, result: str
+    ) -> bool:
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO webhook_receipts "
+            "(webhook_id, job_id, received_at, status, result) VALUES (?, ?, ?, ?, ?)",
+            (webhook_id, job_id, at, status, result),
+        )
+        return cursor.rowcount == 1
+
+    def insert_tenant(self, tenant: Tenant) -> None:
+        self.conn.execute(
+            "INSERT INTO tenants (id, name, created_at, disabled_at, limits, webhook_secret) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (tenant.id, tenant.name, tenant.created_at, tenant.disabled_at,
+             json.dumps(tenant.limits), tenant.webhook_secret),
+        )
+
+    def get_tenant(self, ref: str) -> Tenant | None:
+        row = self.conn.execute(
+            "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
+            (ref, ref, ref),
+        ).fetchone()
+        return _tenant_from_row(row) if row else None
+
+    def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        self.conn.execute(
+            "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, created_at, "
+            "expires_at, revoked_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.id, key.tenant_id, key.name, key.prefix, secret_hash, key.created_at,
+             key.expires_at, key.revoked_at, key.last_used_at),
+        )
+
+
+@dataclass
+class _Pending:
+    script: Callable[[SQLiteTx], Any]
+    future: asyncio.Future[Any]
+
+
+class SQLiteStore:
+    """The store on one SQLite file (see the module docstring for how writes are batched)."""
+
+    def __init__(self, path: str, *, readers: int = 2) -> None:
+        self.path = path
+        self._reader_count = readers
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.scripts = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._conn = await self._in_writer(self._open_writer)
+        for _ in range(self._reader_count):
+            reader = await aiosqlite.connect(self.path)
+            reader.row_factory = aiosqlite.Row
+            await reader.execute("PRAGMA busy_timeout=10000")
+            await reader.execute("PRAGMA query_only=ON")
+            self._all_readers.append(reader)
+            self._readers.put_nowait(reader)
+        self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        _connect_pragmas(conn)
+        return conn
+
+    async def close(self) -> None:
+        """Commit what is queued, then close every connection."""
+        self._closing = True
+        self._wake.set()
+        if self._writer_task is not None:
+            await self._writer_task
+            self._writer_task = None
+        for reader in self._all_readers:
+            await reader.close()
+        self._all_readers.clear()
+        if self._conn is not None:
+            conn = self._conn
+            await self._in_writer(conn.close)
+            self._conn = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _in_writer(self, fn: Callable[[], T]) -> T:
+        assert self._executor is not None, "store is not open"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # -- migrations --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        return await self._in_writer(self._migrate)
+
+    def _migrate(self) -> list[int]:
+        conn = self._conn
+        assert conn is not None
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        applied: list[int] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for version, description, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    (version, description, time.time()),
+                )
+                applied.append(version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return applied
+
+    async def schema_version(self) -> int:
+        async with self._reader() as db:
+            try:
+                cursor = await db.execute("SELECT MAX(version) FROM schema_migrations")
+            except sqlite3.OperationalError:
+                return 0
+            row = await cursor.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def write(self, script: Callable[[SQLiteTx], T]) -> T:
+        if self._writer_task is None or self._closing:
+            raise RuntimeError("store is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(script, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    outcomes = await self._in_writer(partial(self._run_batch, batch))
+                except BaseException as exc:  # the commit itself failed: nobody's write held
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                for item, (ok, value) in zip(batch, outcomes, strict=True):
+                    if item.future.done():
+                        continue
+                    if ok:
+                        item.future.set_result(value)
+                    else:
+                        item.future.set_exception(value)
+            if self._closing:
+                return
+
+    def _run_batch(self, batch: list[_Pending]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        tx = SQLiteTx(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in batch:
+                conn.execute("SAVEPOINT script")
+                try:
+                    value = item.script(tx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO script")
+                    conn.execute("RELEASE script")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE script")
+                    outcomes.append((True, value))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.batches += 1
+        self.scripts += len(batch)
+        return outcomes
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _reader(self) -> _ReaderLease:
+        return _ReaderLease(self._readers)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self._reader() as db:
+            cursor = await db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,))
+            row = await cursor.fetchone()
+        return _job_from_row(row) if row else None
+
+    async def get_events(self, job_id: str) -> list[JobEvent]:
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT seq, from_status, to_status, source, at, detail FROM job_events "
+                "WHERE job_id = ? ORDER BY seq", (job_id,),
+            )
+            rows = await cursor.fetchall()
+        return [
+            JobEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None)
+            for r in rows
+        ]
+
+    async def list_jobs(
+        self, tenant_id: str, *, status: str | None, model: str | None, limit: int,
+        before_id: str | None,
+    ) -> list[Job]:
+        sql = "SELECT * FROM jobs WHERE tenant_id = ?"
+        args: list[Any] = [tenant_id]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        if model is not None:
+            sql += " AND (model = ? OR wavespeed_id = ?)"
+            args.extend([model, model])
+        if before_id is not None:
+            sql += " AND id < ?"
+            args.append(before_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        async with self._reader() as db:
+            cursor = await db.execute(sql, args)
+            rows = await cursor.fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    async def jobs_in_status(self, statuses: tuple[str, ...]) -> list[Job]:
+        marks = ", ".join("?" for _ in statuses)
+        async with self._reader() as db:
+            cursor = await db.execute(
+                f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY id", statuses
+            )
+            rows = await cursor.fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    async def due_polls(self, now: float, limit: int) -> list[Job]:
+        """Jobs at WaveSpeed whose webhook is overdue (see gateway.reconciler)."""
+        return await self._jobs_where(
+            "status IN ('submitted', 'processing') AND upstream_id IS NOT NULL "
+            "AND next_poll_at <= ? ORDER BY next_poll_at LIMIT ?", (now, limit),
+        )
+
+    async def expired_submits(self, attempted_before: float) -> list[Job]:
+        """Queued jobs whose submit was attempted before the cutoff and never answered."""
+        return await self._jobs_where(
+            "status = 'queued' AND upstream_id IS NULL AND submit_attempted_at <= ?",
+            (attempted_before,),
+        )
+
+    async def _jobs_where(self, where: str, args: tuple[Any, ...]) -> list[Job]:
+        async with self._reader() as db:
+            cursor = await db.execute(f"SELECT * FROM jobs WHERE {where}", args)
+            rows = await cursor.fetchall()
+        return [_job_from_row(r) for r in rows]
+
+    async def get_tenant(self, ref: str) -> Tenant | None:
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
+                (ref, ref, ref),
+            )
+            row = await cursor.fetchone()
+        return _tenant_from_row(row) if row else None
+
+    async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT k.*, t.name AS t_name, t.created_at AS t_created_at, "
+                "t.disabled_at AS t_disabled_at, t.limits AS t_limits, "
+                "t.webhook_secret AS t_webhook_secret "
+                "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.secret_hash = ?",
+                (secret_hash,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        tenant = Tenant(
+            id=row["tenant_id"], name=row["t_name"], created_at=row["t_created_at"],
+            webhook_secret=row["t_webhook_secret"], limits=json.loads(row["t_limits"]),
+            disabled_at=row["t_disabled_at"],
+        )
+        return tenant, _key_from_row(row)
+
+    async def get_idempotency(self, tenant_id: str, key: str) -> Idempotency | None:
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT fingerprint, job_id, created_at FROM idempotency_keys "
+                "WHERE tenant_id = ? AND key = ?", (tenant_id, key),
+            )
+            row = await cursor.fetchone()
+        return Idempotency(row[0], row[1], row[2]) if row else None
+
+
+class _ReaderLease:
+    def __init__(self, pool: asyncio.Queue[aiosqlite.Connection]) -> None:
+        self._pool = pool
+        self._conn: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> aiosqlite.Connection:
+        self._conn = await self._pool.get()
+        return self._conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        self._pool.put_nowait(self._conn)

@@ -1,0 +1,1 @@
+"""Webhooks: WaveSpeed's inbound v3 signatures."""
