@@ -80,7 +80,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    svc: Services = request.state.services
+    svc: Services = request.app.state.services
     svc.metrics.in_flight.set(len(svc.dispatcher.in_flight))
     svc.metrics.queued.set(svc.dispatcher.queued_count)
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
@@ -150,7 +150,7 @@ def create_app(
     """The gateway as an ASGI app. ``transport`` replaces the outbound HTTP transport (tests)."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.log_format, settings.log_level)
         store = SQLiteStore(settings.database_path)
@@ -172,7 +172,7 @@ def create_app(
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
             log.info("gateway_started", upstream=settings.wavespeed_base_url)
-            yield {"services": svc}
+            yield
             svc.shutting_down = True
             await svc.dispatcher.stop(settings.shutdown_grace_seconds)
             for task in svc.tasks:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def services(request: Request) -> Services:
-    svc: Services = request.state.services
+    svc: Services = request.app.state.services
     return svc
 
 

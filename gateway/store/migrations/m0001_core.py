@@ -1,15 +1,8 @@
-"""Versioned schema migrations; applied in order at start-up and by ``gateway migrate``.
+"""Migration 1: tenants, keys, jobs, job events, webhook receipts, idempotency keys."""
 
-Append new migrations; never edit one that has shipped.
-"""
-
-from __future__ import annotations
-
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
-    (
-        1,
-        "jobs, events, tenants, keys, webhook receipts, idempotency",
-        """
+VERSION = 1
+DESCRIPTION = "jobs, events, tenants, keys, webhook receipts, idempotency"
+SQL = """
         CREATE TABLE tenants (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
@@ -85,8 +78,4 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             created_at REAL NOT NULL,
             PRIMARY KEY (tenant_id, key)
         ) WITHOUT ROWID;
-        """,
-    ),
-)
-
-LATEST = MIGRATIONS[-1][0]
+        """
