@@ -143,8 +143,14 @@ class JobService:
     async def create_job(
         self, principal: Principal, body: Any, idempotency_key: str | None
     ) -> tuple[Job, bool]:
-        """Validate, upload data: images, store the job as queued. Returns (job, created)."""
-        request = parse_job_request(body)
+        """Validate a ``POST /v1/jobs`` body, then ``accept`` it. Returns (job, created)."""
+        return await self.accept(principal, parse_job_request(body), idempotency_key)
+
+    async def accept(
+        self, principal: Principal, request: JobRequest, idempotency_key: str | None
+    ) -> tuple[Job, bool]:
+        """Upload data: images, store the job as queued; every surface's requests end here
+        (the accept hooks, e.g. quotas, apply to all of them). Returns (job, created)."""
         tenant_id = principal.tenant.id
         if idempotency_key is not None:
             _check_idempotency_key(idempotency_key)
