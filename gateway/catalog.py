@@ -105,6 +105,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 BY_WAVESPEED_ID: Mapping[str, Endpoint] = {e.wavespeed_id: e for e in ENDPOINTS}
 MODELS: tuple[str, ...] = tuple(dict.fromkeys(e.model for e in ENDPOINTS))
+# Required by every endpoint: missing, it is wrong whichever endpoint the client meant.
+REQUIRED_EVERYWHERE: tuple[str, ...] = tuple(
+    p.name for p in ENDPOINTS[0].params
+    if p.required and all(p.name in e.param_index and e.param_index[p.name].required for e in ENDPOINTS)
+)
 
 # Fields of POST /v1/jobs that the gateway consumes itself; the rest go to WaveSpeed.
 GATEWAY_FIELDS = frozenset({"model", "task", "images", "callback_url", "metadata", "wait"})
@@ -178,6 +183,9 @@ def check_params_loosely(values: Mapping[str, Any], errors: list[FieldError]) ->
                 errors.append(FieldError(name, "not a parameter of any model"))
         elif value is not None and (problem := _check_value(spec, value)):
             errors.append(FieldError(name, problem))
+    for name in REQUIRED_EVERYWHERE:
+        if values.get(name) is None:
+            errors.append(FieldError(name, "is required"))
 
 
 def _check_image_count(endpoint: Endpoint, count: int, errors: list[FieldError]) -> None:
