@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.api import compat as compat_api
 from gateway.api import jobs as jobs_api
 from gateway.api import ops as ops_api
 from gateway.api import webhooks as webhooks_api
@@ -189,6 +190,7 @@ def create_app(
         *jobs_api.routes,
         *ops_api.routes,
         *webhooks_api.routes,
+        *compat_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(

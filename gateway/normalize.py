@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from gateway import catalog
 from gateway.catalog import Endpoint
-from gateway.errors import FieldError, InvalidRequest
+from gateway.errors import FieldError, InvalidRequest, NotFound
 
 _DATA_URI = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.ASCII
@@ -93,15 +93,17 @@ def parse_images(value: Any, errors: list[FieldError], field: str = "images") ->
     return [p for p in parsed if p is not None]
 
 
-def parse_callback_url(value: Any, errors: list[FieldError]) -> str | None:
+def parse_callback_url(
+    value: Any, errors: list[FieldError], field: str = "callback_url"
+) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        errors.append(FieldError("callback_url", "must be a string"))
+        errors.append(FieldError(field, "must be a string"))
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append(FieldError("callback_url", "must be an http(s) URL"))
+        errors.append(FieldError(field, "must be an http(s) URL"))
         return None
     return value
 
@@ -192,3 +194,60 @@ def parse_job_request(body: Any) -> JobRequest:
             {"callback_url": callback_url, "metadata": metadata},
         ),
     )
+
+
+@dataclass(frozen=True)
+class WaveSpeedRequest:
+    """A submit on the WaveSpeed-compatible surface: the job, and ``enable_sync_mode``, which
+    the gateway consumes itself (it waits on its own job; WaveSpeed never sees the flag)."""
+
+    job: JobRequest
+    sync_mode: bool
+
+
+def parse_wavespeed_request(wavespeed_id: str, body: Any, webhook: str | None) -> WaveSpeedRequest:
+    """Validate a WaveSpeed submit body (``POST /api/v3/{wavespeed_id}``, its ``?webhook=``)
+    into the same ``JobRequest`` that ``POST /v1/jobs`` makes. An unknown model is NotFound."""
+    endpoint = catalog.BY_WAVESPEED_ID.get(wavespeed_id)
+    if endpoint is None:
+        raise NotFound(f"model not found: {wavespeed_id}", code="model_not_found")
+    if not isinstance(body, dict):
+        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    errors: list[FieldError] = []
+    sync_mode = body.get("enable_sync_mode", False)
+    if not isinstance(sync_mode, bool):
+        errors.append(FieldError("enable_sync_mode", "must be true or false"))
+        sync_mode = False
+    if body.get("enable_base64_output") not in (None, False):
+        # Outputs are WaveSpeed's URLs passed through; silently answering URLs would break
+        # a client that decodes base64.
+        errors.append(FieldError("enable_base64_output", "is not supported by the gateway; outputs are URLs"))
+    images: list[ImageInput] = []
+    raw_images: list[Any] = []
+    if endpoint.image_mode == "one" and body.get("image") is not None:
+        raw_images = [body["image"]]
+        image = parse_image(body["image"], "image", errors)
+        images = [image] if image is not None else []
+    elif endpoint.image_mode == "many" and body.get("images") is not None:
+        raw_images = body["images"] if isinstance(body["images"], list) else []
+        images = parse_images(body["images"], errors)
+        if raw_images and len(raw_images) <= catalog.MAX_IMAGES:
+            catalog.select_endpoint(wavespeed_id, None, len(raw_images), errors)
+    callback_url = parse_callback_url(webhook, errors, field="webhook")
+    params = catalog.check_params(endpoint, body, errors)
+    params.pop("image", None)
+    params.pop("images", None)
+    if errors:
+        raise InvalidRequest(errors)
+    job = JobRequest(
+        endpoint=endpoint,
+        params=params,
+        images=tuple(images),
+        callback_url=callback_url,
+        metadata=None,
+        wait=0.0,
+        fingerprint=fingerprint(
+            endpoint, params, raw_images, {"callback_url": callback_url, "metadata": None}
+        ),
+    )
+    return WaveSpeedRequest(job=job, sync_mode=sync_mode)

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     submit_deadline_seconds: float = Field(default=300.0, gt=0)
     submit_retry_seconds: float = Field(default=2.0, gt=0)
     webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # How long enable_sync_mode on /api/v3 holds the answer before WaveSpeed's code 5004.
+    sync_mode_timeout_seconds: float = Field(default=90.0, gt=0, le=600)
 
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)

@@ -231,6 +231,37 @@ class WaveSpeedClient:
             raise UpstreamProtocolError("upload: no data.download_url in the answer")
         return url
 
+    async def forward_upload_binary(self, body: bytes, content_type: str) -> Any:
+        """Pass a multipart upload through unchanged (body and content type, unparsed);
+        return WaveSpeed's ``data``."""
+        response = await self._send(
+            "upload", "POST", f"{self._base}/api/v3/media/upload/binary",
+            content=body, extra_headers={"Content-Type": content_type},
+        )
+        return unwrap(response, "upload")
+
+    async def create_upload(self, ticket: dict[str, Any]) -> dict[str, Any]:
+        """Ask for a pre-signed upload (``POST /api/v3/media/uploads``, JSON ``{filename, size,
+        content_type}``); return WaveSpeed's ``data`` with the PUT instruction as
+        ``upload: {method, url, headers}``, the shape the official SDK reads, also when the
+        answer gave it flat (``upload_url``, ``method``)."""
+        response = await self._send(
+            "upload", "POST", f"{self._base}/api/v3/media/uploads", json=ticket
+        )
+        data = unwrap(response, "upload")
+        if not isinstance(data, dict) or not isinstance(data.get("download_url"), str):
+            raise UpstreamProtocolError("upload: no data.download_url in the answer")
+        instruction = data.get("upload")
+        if not isinstance(instruction, dict) or not isinstance(instruction.get("url"), str):
+            if not isinstance(data.get("upload_url"), str):
+                raise UpstreamProtocolError("upload: no upload URL in the answer")
+            instruction = {
+                "method": str(data.get("method") or "PUT"),
+                "url": data["upload_url"],
+                "headers": data.get("headers") if isinstance(data.get("headers"), dict) else {},
+            }
+        return {**data, "upload": instruction}
+
     async def _get_with_retries(self, operation: Operation, url: str) -> Any:
         attempt = 0
         while True:
@@ -246,13 +277,17 @@ class WaveSpeedClient:
                     delay = max(delay, min(exc.retry_after, 30.0))
                 await self._sleep(delay)
 
-    async def _send(self, operation: Operation, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self, operation: Operation, method: str, url: str,
+        extra_headers: dict[str, str] | None = None, **kwargs: Any,
+    ) -> httpx.Response:
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcome = "error"
+        headers = {**self._headers, **extra_headers} if extra_headers else self._headers
         try:
             with map_transport_errors(operation):
-                response = await self._http.request(method, url, headers=self._headers, **kwargs)
+                response = await self._http.request(method, url, headers=headers, **kwargs)
             outcome = str(response.status_code)
             return response
         finally:

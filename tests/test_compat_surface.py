@@ -1,0 +1,274 @@
+"""The WaveSpeed-compatible surface (/api/v3) over plain HTTP: WaveSpeed's envelope and error
+shape, the status mapping, sync mode and its 5004 timeout, uploads passed through, and the
+same tenant keys and job records as /v1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.compat import STATUS
+from gateway.simulator.png import render_png
+from gateway.states import STATUSES
+from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle, in_process_gateway
+
+PRO_T2I = "/api/v3/wavespeed-ai/flux-kontext-pro/text-to-image"
+MAX_EDIT = "/api/v3/wavespeed-ai/flux-kontext-max"
+
+
+async def poll_result(
+    client: httpx.AsyncClient, prediction_id: str, within: float = 10.0
+) -> dict[str, Any]:
+    """GET /api/v3/predictions/{id}/result until the prediction is terminal; return its data."""
+    deadline = time.monotonic() + within
+    while True:
+        response = await client.get(f"/api/v3/predictions/{prediction_id}/result")
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        if data["status"] in ("completed", "failed", "cancelled"):
+            return data
+        assert time.monotonic() < deadline, f"prediction {prediction_id} still {data['status']}"
+        await asyncio.sleep(0.05)
+
+
+def assert_wavespeed_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message"}
+    assert body["code"] == status
+    message: str = body["message"]
+    return message
+
+
+async def test_every_gateway_status_has_a_wavespeed_status() -> None:
+    assert set(STATUS) == set(STATUSES)
+    assert {STATUS["queued"], STATUS["submitted"]} == {"created"}
+    assert STATUS["processing"] == "processing"
+    assert all(STATUS[s] == s for s in ("completed", "failed", "cancelled"))
+
+
+async def test_submit_answers_in_wavespeed_envelope_and_records_the_job(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        tenant = await gateway.new_tenant()
+        response = await tenant.client.post(
+            PRO_T2I, json={"prompt": "a red fox in snow", "seed": 7, "safety_tolerance": "3"},
+            headers={"X-Client-Name": "wavespeed-python", "X-Client-Version": "2.0.5"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["code"] == 200 and body["message"] == "success"
+        data = body["data"]
+        assert data["id"].startswith("job_")
+        assert data["status"] == "created"
+        assert data["model"] == "wavespeed-ai/flux-kontext-pro/text-to-image"
+        assert data["outputs"] == [] and data["error"] == ""
+        assert data["urls"]["get"] == f"http://gateway.test/api/v3/predictions/{data['id']}/result"
+        assert data["created_at"].endswith("Z")
+
+        job = (await tenant.client.get(f"/v1/jobs/{data['id']}")).json()
+        assert job["wavespeed_model_id"] == "wavespeed-ai/flux-kontext-pro/text-to-image"
+        assert job["inputs"] == {
+            "prompt": "a red fox in snow", "seed": 7, "safety_tolerance": "3",
+            "guidance_scale": 3.5, "aspect_ratio": "1:1",
+        }
+        assert job["price_usd"] == "0.04"
+        listed = (await tenant.client.get("/v1/jobs")).json()["data"]
+        assert [j["id"] for j in listed] == [data["id"]]
+
+
+async def test_invalid_input_is_400_naming_every_field(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        tenant = await gateway.new_tenant()
+        bad = await tenant.client.post(PRO_T2I, json={"seed": -5, "aspect_ratio": "5:4"})
+        message = assert_wavespeed_error(bad, 400)
+        for field in ("prompt", "seed", "aspect_ratio"):
+            assert f"{field}:" in message
+        edit = await tenant.client.post(
+            MAX_EDIT, json={"prompt": "x", "image": "ftp://nope", "enable_sync_mode": "yes"}
+        )
+        message = assert_wavespeed_error(edit, 400)
+        assert "image:" in message and "enable_sync_mode:" in message
+        not_json = await tenant.client.post(PRO_T2I, content=b"{nope")
+        assert_wavespeed_error(not_json, 400)
+        base64_out = await tenant.client.post(
+            PRO_T2I, json={"prompt": "x", "enable_base64_output": True}
+        )
+        assert "enable_base64_output" in assert_wavespeed_error(base64_out, 400)
+        webhook = await tenant.client.post(PRO_T2I, params={"webhook": "ftp://x"}, json={"prompt": "x"})
+        assert "webhook:" in assert_wavespeed_error(webhook, 400)
+        assert (await tenant.client.get("/v1/jobs")).json()["data"] == []
+
+
+async def test_unknown_model_auth_and_missing_predictions_answer_in_wavespeed_shape(
+    tmp_path: Path,
+) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        owner = await gateway.new_tenant()
+        other = await gateway.new_tenant()
+        unknown = await owner.client.post("/api/v3/wavespeed-ai/flux-dev", json={"prompt": "x"})
+        assert "wavespeed-ai/flux-dev" in assert_wavespeed_error(unknown, 404)
+
+        anonymous = await gateway.client.post(PRO_T2I, json={"prompt": "x"})
+        assert_wavespeed_error(anonymous, 401)
+        wrong_key = await gateway.client.get(
+            "/api/v3/webhook/secret", headers={"Authorization": "Bearer kgw_live_wrong"}
+        )
+        message = assert_wavespeed_error(wrong_key, 401)
+        assert "kgw_live_wrong" not in message
+
+        created = (await owner.client.post(PRO_T2I, json={"prompt": "x"})).json()["data"]
+        theirs = await other.client.get(f"/api/v3/predictions/{created['id']}/result")
+        assert_wavespeed_error(theirs, 404)
+        missing = await owner.client.get("/api/v3/predictions/job_missing")
+        assert_wavespeed_error(missing, 404)
+        nowhere = await owner.client.get("/api/v3/no/such/route")
+        assert_wavespeed_error(nowhere, 404)
+
+
+async def test_result_paths_follow_the_job_to_completion(gateway: Gateway, tenant: TenantHandle) -> None:
+    submitted = await tenant.client.post(
+        PRO_T2I, json={"prompt": "a lighthouse", "seed": 3, "aspect_ratio": "16:9"}
+    )
+    prediction_id = submitted.json()["data"]["id"]
+    data = await poll_result(tenant.client, prediction_id)
+    assert data["status"] == "completed"
+    assert data["error"] == ""
+    assert data["has_nsfw_contents"] == [False]
+    assert isinstance(data["timings"]["inference"], int)
+    job = (await tenant.client.get(f"/v1/jobs/{prediction_id}")).json()
+    assert data["outputs"] == job["outputs"] and len(data["outputs"]) == 1
+    other_path = (await tenant.client.get(f"/api/v3/predictions/{prediction_id}")).json()["data"]
+    assert other_path == data
+    assert job["cost_usd"] == "0.04"
+
+
+async def test_failed_job_is_http_200_with_status_failed(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    simulator.config.faults.failure_rate = 1.0
+    submitted = await tenant.client.post(PRO_T2I, json={"prompt": "doomed"})
+    data = await poll_result(tenant.client, submitted.json()["data"]["id"])
+    assert data["status"] == "failed"
+    assert data["error"] == "simulated failure"
+    assert data["outputs"] == []
+
+
+async def test_sync_mode_waits_on_the_gateway_job_and_is_not_forwarded(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    response = await tenant.client.post(
+        PRO_T2I, json={"prompt": "a cat", "enable_sync_mode": True}
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["status"] == "completed"
+    assert len(data["outputs"]) == 1
+    [sent] = simulator.submits()
+    assert "enable_sync_mode" not in sent.json
+    assert sent.query["webhook"].endswith(f"/webhooks/wavespeed/{data['id']}")
+
+
+async def test_sync_mode_timeout_answers_5004_and_the_task_goes_on(
+    gateway_factory: GatewayFactory, simulator: Sim
+) -> None:
+    gateway = await gateway_factory(sync_mode_timeout_seconds=0.3)
+    tenant = await gateway.new_tenant()
+    simulator.config.faults.paused = True
+    response = await tenant.client.post(
+        PRO_T2I, json={"prompt": "slow", "enable_sync_mode": True}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["code"] == 200
+    data = body["data"]
+    assert data["status"] == "processing"
+    assert data["code"] == 5004
+    assert data["error"].startswith("Sync mode timed out")
+    assert data["urls"]["get"] in data["error"]
+    simulator.config.faults.paused = False
+    finished = await poll_result(tenant.client, data["id"])
+    assert finished["status"] == "completed"
+
+
+async def test_data_uri_image_is_uploaded_before_the_edit(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    png = render_png(1, "input", 8, 8)
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    response = await tenant.client.post(
+        MAX_EDIT, json={"prompt": "make it blue", "image": uri, "enable_sync_mode": True}
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["status"] == "completed"
+    [sent] = simulator.submits()
+    assert sent.json["image"].startswith(f"{simulator.url}/media/")
+    assert (await tenant.client.get(sent.json["image"])).content == png
+
+
+async def test_binary_upload_is_passed_through(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    png = render_png(2, "upload", 8, 8)
+    boundary = "gateway-test-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cat.png\"\r\n"
+        f"Content-Type: image/png\r\n\r\n"
+    ).encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    content_type = f"multipart/form-data; boundary={boundary}"
+    response = await tenant.client.post(
+        "/api/v3/media/upload/binary", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["filename"] == "cat.png" and data["size"] == len(png) and data["type"] == "image"
+    assert (await tenant.client.get(data["download_url"])).content == png
+    # Forwarded unchanged: the same bytes under the same content type (boundary included).
+    [forwarded] = [r for r in simulator.state.requests if r.path == "/api/v3/media/upload/binary"]
+    assert forwarded.headers["content-type"] == content_type
+    assert forwarded.body_size == len(body)
+
+    not_multipart = await tenant.client.post("/api/v3/media/upload/binary", content=png)
+    assert_wavespeed_error(not_multipart, 400)
+    no_file = await tenant.client.post(
+        "/api/v3/media/upload/binary", files={"other": ("x.png", png, "image/png")}
+    )
+    assert "file" in assert_wavespeed_error(no_file, 400)
+
+
+async def test_upload_ticket_is_passed_through_with_the_sdk_put_instruction(
+    gateway: Gateway, tenant: TenantHandle
+) -> None:
+    png = render_png(3, "ticket", 8, 8)
+    response = await tenant.client.post(
+        "/api/v3/media/uploads",
+        json={"filename": "dog.png", "size": len(png), "content_type": "image/png"},
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    instruction = data["upload"]
+    assert instruction["method"] == "PUT"
+    put = await tenant.client.put(instruction["url"], content=png, headers=instruction["headers"])
+    assert put.status_code == 200
+    assert (await tenant.client.get(data["download_url"])).content == png
+
+    bad = await tenant.client.post("/api/v3/media/uploads", json={"size": -1})
+    message = assert_wavespeed_error(bad, 400)
+    assert "filename:" in message and "size:" in message
+
+
+async def test_webhook_secret_is_the_tenants_own(gateway: Gateway, tenant: TenantHandle) -> None:
+    response = await tenant.client.get("/api/v3/webhook/secret")
+    assert response.status_code == 200, response.text
+    secret = response.json()["data"]["secret"]
+    stored = await gateway.services.store.get_tenant(tenant.id)
+    assert stored is not None and secret == stored.webhook_secret
+    assert secret.startswith("whsec_")
+    other = await gateway.new_tenant()
+    other_secret = (await other.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
+    assert other_secret != secret
