@@ -19,9 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway import quota
+from gateway.admin import AdminService
+from gateway.api import admin as admin_api
 from gateway.api import compat as compat_api
 from gateway.api import jobs as jobs_api
 from gateway.api import ops as ops_api
+from gateway.api import usage as usage_api
 from gateway.api import webhooks as webhooks_api
 from gateway.catalog import Catalog
 from gateway.dispatcher import Dispatcher
@@ -32,10 +36,12 @@ from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import BodyLimit
 from gateway.reconciler import Reconciler
 from gateway.settings import Settings, SettingsError
+from gateway.store import ApiKey, Tx
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import WaveSpeedClient, make_http_client
 
 log = structlog.get_logger(__name__)
+KEY_TOUCH_SECONDS = 60.0
 
 
 @dataclass
@@ -48,10 +54,36 @@ class Services:
     dispatcher: Dispatcher
     reconciler: Reconciler
     metrics: Metrics
+    admin: AdminService
     clock: Callable[[], float]
     wavespeed_webhook_secret: str | None = None
     shutting_down: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    touching: set[str] = field(default_factory=set)
+
+    def touch_key(self, key: ApiKey, now: float) -> None:
+        """Record a key's use, at most once a minute, without holding up the request."""
+        if key.last_used_at is not None and now - key.last_used_at < KEY_TOUCH_SECONDS:
+            return
+        if key.id in self.touching or self.shutting_down:
+            return
+        self.touching.add(key.id)
+        key_id = key.id
+
+        def script(tx: Tx) -> None:
+            tx.update_api_key(key_id, last_used_at=now)
+
+        async def touch() -> None:
+            try:
+                await self.store.write(script)
+            except Exception:
+                log.warning("key_touch_failed", key_id=key_id)
+            finally:
+                self.touching.discard(key_id)
+
+        task = asyncio.create_task(touch())
+        self.tasks.append(task)
+        task.add_done_callback(self.tasks.remove)
 
     def record_webhook(self, result: str) -> None:
         self.metrics.webhooks.labels(result).inc()
@@ -108,7 +140,10 @@ def build_services(
         store=store, catalog=catalog, upstream=upstream, clock=clock,
         idempotency_ttl=settings.idempotency_ttl_seconds,
     )
+    jobs.accept_hooks.append(quota.reserve_for_accept)
+    jobs.transition_hooks.append(quota.settle)
     jobs.commit_listeners.append(metrics.on_transition)
+    jobs.quota_listeners.append(metrics.on_quota_rejected)
     jobs.accept_listeners.append(lambda job: metrics.jobs_accepted.labels(job.tenant_id, job.model).inc())
     dispatcher = Dispatcher(
         jobs, upstream, public_url=settings.public_url,
@@ -124,6 +159,7 @@ def build_services(
     return Services(
         settings=settings, store=store, catalog=catalog, upstream=upstream, jobs=jobs,
         dispatcher=dispatcher, reconciler=reconciler, metrics=metrics, clock=clock,
+        admin=AdminService(store, clock),
         wavespeed_webhook_secret=settings.wavespeed_webhook_secret,
     )
 
@@ -176,9 +212,10 @@ def create_app(
             yield
             svc.shutting_down = True
             await svc.dispatcher.stop(settings.shutdown_grace_seconds)
-            for task in svc.tasks:
+            running = list(svc.tasks)
+            for task in running:
                 task.cancel()
-            for task in svc.tasks:
+            for task in running:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             log.info("gateway_stopped")
@@ -191,6 +228,8 @@ def create_app(
         *ops_api.routes,
         *webhooks_api.routes,
         *compat_api.routes,
+        *admin_api.routes,
+        *usage_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from gateway.admin import AdminService
+from gateway.api.admin import audit_view, key_view, tenant_view
+from gateway.api.common import iso
 from gateway.errors import GatewayError
 from gateway.settings import Settings, SettingsError, load_settings
+from gateway.store import ApiKey
 from gateway.store.sqlite import SQLiteStore
 from gateway.tenancy import IssuedKey, create_tenant, issue_key
+from gateway.usage import parse_range, usage_report
 
 T = TypeVar("T")
 DEMO_TENANT = "demo"
@@ -57,24 +63,113 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _admin(settings: Settings, action: Callable[[AdminService], Awaitable[T]]) -> T:
+    return asyncio.run(_with_store(settings, lambda store: action(AdminService(store))))
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _limits_arg(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SystemExit(f"error: --limits is not JSON: {text!r}") from None
+
+
 def cmd_tenants_create(settings: Settings, args: argparse.Namespace) -> int:
-    limits = json.loads(args.limits) if args.limits else {}
-    tenant = asyncio.run(_with_store(
-        settings, lambda s: s.write(create_tenant(args.name, limits, time.time()))
-    ))
+    limits = _limits_arg(args.limits)
+    tenant = _admin(settings, lambda admin: admin.create_tenant(_actor(), args.name, limits))
     print(f"created tenant {tenant.name}")
     print(tenant.id)
     return 0
 
 
+def cmd_tenants_list(settings: Settings, args: argparse.Namespace) -> int:
+    tenants = _admin(settings, lambda admin: admin.store.list_tenants())
+    _print_json([tenant_view(t) for t in tenants])
+    return 0
+
+
+def cmd_tenants_show(settings: Settings, args: argparse.Namespace) -> int:
+    _print_json(tenant_view(_admin(settings, lambda admin: admin.get_tenant(args.tenant))))
+    return 0
+
+
+def cmd_tenants_update(settings: Settings, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.limits is not None:
+        body["limits"] = _limits_arg(args.limits)
+    if args.name is not None:
+        body["name"] = args.name
+    if args.disabled is not None:
+        body["disabled"] = args.disabled
+    tenant = _admin(settings, lambda admin: admin.update_tenant(_actor(), args.tenant, body))
+    _print_json(tenant_view(tenant))
+    return 0
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    issued: IssuedKey = asyncio.run(_with_store(
-        settings,
-        lambda s: s.write(issue_key(args.tenant, args.name, _parse_time(args.expires_at), time.time())),
-    ))
+    body = {"name": args.name, "expires_at": args.expires_at}
+    issued: IssuedKey = _admin(settings, lambda admin: admin.create_key(_actor(), args.tenant, body))
     print(f"created key {issued.key.id} ({issued.key.prefix}...) for tenant {issued.key.tenant_id}")
     print("the secret is shown only this once:")
     print(issued.secret)
+    return 0
+
+
+def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def action(admin: AdminService) -> list[ApiKey]:
+        tenant = await admin.get_tenant(args.tenant)
+        return await admin.store.list_keys(tenant.id)
+
+    now = time.time()
+    _print_json([key_view(k, now) for k in _admin(settings, action)])
+    return 0
+
+
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    key = _admin(settings, lambda admin: admin.revoke_key(_actor(), args.key_id))
+    _print_json(key_view(key, time.time()))
+    return 0
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    body = {"overlap_seconds": args.overlap_seconds}
+    issued, old = _admin(settings, lambda admin: admin.rotate_key(_actor(), args.key_id, body))
+    print(f"created key {issued.key.id} ({issued.key.prefix}...); "
+          f"{old.id} keeps working until {iso(old.expires_at)}")
+    print("the secret is shown only this once:")
+    print(issued.secret)
+    return 0
+
+
+def cmd_usage(settings: Settings, args: argparse.Namespace) -> int:
+    async def action(admin: AdminService) -> dict[str, Any]:
+        tenant = await admin.get_tenant(args.tenant)
+        now = time.time()
+        first, last = parse_range(args.from_day, args.to_day, now)
+        return await usage_report(admin.store, tenant, first, last, now)
+
+    _print_json(_admin(settings, action))
+    return 0
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    entries = _admin(settings, lambda admin: admin.store.list_audit(
+        limit=args.limit, before_id=None, target_id=args.target
+    ))
+    _print_json([audit_view(e) for e in entries])
     return 0
 
 
@@ -160,12 +255,49 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--limits", help='JSON, e.g. \'{"images_per_day": 100}\'')
     create.set_defaults(func=cmd_tenants_create)
 
+    tlist = tenants.add_parser("list", help="list tenants (JSON)")
+    tlist.set_defaults(func=cmd_tenants_list)
+    tshow = tenants.add_parser("show", help="one tenant (JSON)")
+    tshow.add_argument("tenant", help="tenant id or name")
+    tshow.set_defaults(func=cmd_tenants_show)
+    tupdate = tenants.add_parser("update", help="change name or limits (null removes a limit)")
+    tupdate.add_argument("tenant", help="tenant id or name")
+    tupdate.add_argument("--limits", help='JSON, e.g. \'{"usd_per_day": "25.00", "images_per_day": null}\'')
+    tupdate.add_argument("--name")
+    tupdate.set_defaults(func=cmd_tenants_update, disabled=None)
+    for verb, value in (("disable", True), ("enable", False)):
+        toggle = tenants.add_parser(verb, help=f"{verb} a tenant (its keys stop or start working at once)")
+        toggle.add_argument("tenant", help="tenant id or name")
+        toggle.set_defaults(func=cmd_tenants_update, disabled=value, limits=None, name=None)
+
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True)
     kcreate = keys.add_parser("create", help="issue a key; prints the secret last")
     kcreate.add_argument("tenant", help="tenant id or name")
     kcreate.add_argument("--name")
     kcreate.add_argument("--expires-at", help="ISO 8601 time")
     kcreate.set_defaults(func=cmd_keys_create)
+    klist = keys.add_parser("list", help="a tenant's keys (JSON; prefixes only)")
+    klist.add_argument("tenant", help="tenant id or name")
+    klist.set_defaults(func=cmd_keys_list)
+    krevoke = keys.add_parser("revoke", help="revoke a key, effective at once")
+    krevoke.add_argument("key_id")
+    krevoke.set_defaults(func=cmd_keys_revoke)
+    krotate = keys.add_parser("rotate", help="issue a replacement; prints the new secret last")
+    krotate.add_argument("key_id")
+    krotate.add_argument("--overlap-seconds", type=float, default=24 * 3600,
+                         help="how long the old key keeps working (default 24 h)")
+    krotate.set_defaults(func=cmd_keys_rotate)
+
+    usage = sub.add_parser("usage", help="a tenant's usage (JSON)")
+    usage.add_argument("tenant", help="tenant id or name")
+    usage.add_argument("--from", dest="from_day", help="UTC date YYYY-MM-DD (default today)")
+    usage.add_argument("--to", dest="to_day", help="UTC date YYYY-MM-DD (default: --from)")
+    usage.set_defaults(func=cmd_usage)
+
+    audit = sub.add_parser("audit", help="the admin audit log, newest first (JSON)")
+    audit.add_argument("--limit", type=int, default=50)
+    audit.add_argument("--target", help="only entries about this tenant or key id")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 
@@ -180,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        for detail in exc.details:
+            print(f"  {detail.get('field')}: {detail.get('message')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

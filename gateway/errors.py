@@ -98,6 +98,13 @@ class QuotaExceeded(GatewayError):
     status = 429
     code = "quota_exceeded"
 
+    def __init__(
+        self, message: str, *, limit: str, code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, headers=headers)
+        self.limit = limit
+
 
 class ServiceUnavailable(GatewayError):
     status = 503

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 
 from gateway.catalog import Catalog
-from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, UpstreamError
+from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, QuotaExceeded, UpstreamError
 from gateway.ids import new_id
 from gateway.normalize import JobRequest, parse_job_request
 from gateway.states import TERMINAL, can_transition, is_terminal
@@ -136,6 +136,7 @@ class JobService:
     accept_hooks: list[AcceptHook] = field(default_factory=list)
     commit_listeners: list[CommitListener] = field(default_factory=list)
     accept_listeners: list[Callable[[Job], None]] = field(default_factory=list)
+    quota_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
     watch: JobWatch = field(default_factory=JobWatch)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -181,7 +182,12 @@ class JobService:
             tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
             return job, True
 
-        stored, created = await self.store.write(script)
+        try:
+            stored, created = await self.store.write(script)
+        except QuotaExceeded as exc:
+            for quota_listener in self.quota_listeners:
+                quota_listener(tenant_id, exc.limit)
+            raise
         if created:
             for listener in self.accept_listeners:
                 listener(stored)

@@ -37,8 +37,10 @@ async def read_json(request: Request) -> Any:
 
 async def tenant(request: Request) -> Principal:
     svc = services(request)
-    principal = await authenticate(svc.store, request.headers.get("authorization"), svc.clock())
+    now = svc.clock()
+    principal = await authenticate(svc.store, request.headers.get("authorization"), now)
     request.state.tenant_id = principal.tenant.id
+    svc.touch_key(principal.key, now)
     return principal
 
 

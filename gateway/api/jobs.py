@@ -8,7 +8,9 @@ from starlette.routing import Route
 
 from gateway.api.common import job_view, json_response, read_json, services, tenant
 from gateway.errors import FieldError, InvalidRequest
+from gateway.quota import Limits
 from gateway.states import STATUSES, is_terminal
+from gateway.usage import rate_headers
 
 MAX_PAGE = 100
 
@@ -24,7 +26,12 @@ async def create_job(request: Request) -> Response:
         job = await svc.jobs.wait_terminal(job, float(wait))
     events = await svc.jobs.get_events(job.id)
     status = 200 if is_terminal(job.status) and wait else 202
-    return json_response(job_view(job, events), status, {"Location": f"/v1/jobs/{job.id}"})
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    limits = Limits.from_stored(principal.tenant.limits)
+    if limits.requests_per_minute:
+        tat = await svc.store.rate_tat(principal.tenant.id)
+        headers.update(rate_headers(limits, tat, svc.clock()))
+    return json_response(job_view(job, events), status, headers)
 
 
 async def get_job(request: Request) -> Response:

@@ -26,6 +26,7 @@ import aiosqlite
 
 from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
 from gateway.store.migrations import MIGRATIONS
+from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, tenant_from_row
 
 T = TypeVar("T")
 
@@ -48,22 +49,6 @@ def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
     return Job(**data)
 
 
-def _tenant_from_row(row: sqlite3.Row | aiosqlite.Row) -> Tenant:
-    return Tenant(
-        id=row["id"], name=row["name"], created_at=row["created_at"],
-        webhook_secret=row["webhook_secret"], limits=json.loads(row["limits"]),
-        disabled_at=row["disabled_at"],
-    )
-
-
-def _key_from_row(row: sqlite3.Row | aiosqlite.Row) -> ApiKey:
-    return ApiKey(
-        id=row["id"], tenant_id=row["tenant_id"], prefix=row["prefix"],
-        created_at=row["created_at"], name=row["name"], expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"], last_used_at=row["last_used_at"],
-    )
-
-
 def _connect_pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -71,7 +56,7 @@ def _connect_pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout=10000")
 
 
-class SQLiteTx:
+class SQLiteTx(TenancyTx):
     """The ``Tx`` of a transaction script, over the writer's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -148,7 +133,7 @@ class SQLiteTx:
             "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
             (ref, ref, ref),
         ).fetchone()
-        return _tenant_from_row(row) if row else None
+        return tenant_from_row(row) if row else None
 
     def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
         self.conn.execute(
@@ -165,7 +150,7 @@ class _Pending:
     future: asyncio.Future[Any]
 
 
-class SQLiteStore:
+class SQLiteStore(TenancyReads):
     """The store on one SQLite file (see the module docstring for how writes are batched)."""
 
     def __init__(self, path: str, *, readers: int = 2) -> None:
@@ -395,6 +380,27 @@ class SQLiteStore:
             (attempted_before,),
         )
 
+    async def active_job_counts(self) -> dict[tuple[str, str], int]:
+        """Unfinished jobs by (model, status), for the metrics scrape."""
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT model, status, COUNT(*) FROM jobs "
+                "WHERE status IN ('queued', 'submitted', 'processing') GROUP BY model, status"
+            )
+            rows = await cursor.fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def poll_backlog(self, now: float) -> tuple[int, float | None]:
+        """How many polls are due now (see ``due_polls``), and the oldest due time."""
+        async with self._reader() as db:
+            cursor = await db.execute(
+                "SELECT COUNT(*), MIN(next_poll_at) FROM jobs WHERE status IN "
+                "('submitted', 'processing') AND upstream_id IS NOT NULL AND next_poll_at <= ?",
+                (now,),
+            )
+            row = await cursor.fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
     async def _jobs_where(self, where: str, args: tuple[Any, ...]) -> list[Job]:
         async with self._reader() as db:
             cursor = await db.execute(f"SELECT * FROM jobs WHERE {where}", args)
@@ -408,7 +414,7 @@ class SQLiteStore:
                 (ref, ref, ref),
             )
             row = await cursor.fetchone()
-        return _tenant_from_row(row) if row else None
+        return tenant_from_row(row) if row else None
 
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
         async with self._reader() as db:
@@ -427,7 +433,7 @@ class SQLiteStore:
             webhook_secret=row["t_webhook_secret"], limits=json.loads(row["t_limits"]),
             disabled_at=row["t_disabled_at"],
         )
-        return tenant, _key_from_row(row)
+        return tenant, key_from_row(row)
 
     async def get_idempotency(self, tenant_id: str, key: str) -> Idempotency | None:
         async with self._reader() as db:
