@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _all_but_link_local() -> list[str]:
+    """Every IPv4 and IPv6 address except link-local (169.254.0.0/16, fe80::/10), as CIDRs."""
+    networks: list[str] = []
+    for everything, link_local in (("0.0.0.0/0", "169.254.0.0/16"), ("::/0", "fe80::/10")):
+        whole = ipaddress.ip_network(everything)
+        rest = whole.address_exclude(ipaddress.ip_network(link_local))  # type: ignore[arg-type]
+        networks.extend(str(n) for n in sorted(rest))
+    return networks
 
 
 class SettingsError(Exception):
@@ -44,8 +55,21 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # Overrides of catalog prices, e.g. GATEWAY_PRICES='{"flux-kontext-max": "0.09"}'.
     prices: dict[str, Decimal] = Field(default_factory=dict)
-    # Networks that tenant callback URLs may resolve into (CIDRs).
-    callback_allowed_networks: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"])
+    # Networks that tenant callback URLs may resolve into (CIDRs). Internal platforms call
+    # private addresses, so the default is every address except link-local, where cloud
+    # metadata lives; metadata addresses are refused whatever this says (gateway.callbacks.urls).
+    callback_allowed_networks: list[str] = Field(default_factory=_all_but_link_local)
+    callback_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Seconds before each delivery attempt of a callback: the first counts from the
+    # transition, each next one from the previous failure; past the last, dead-lettered.
+    callback_retry_schedule: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    callback_retry_jitter: float = Field(default=0.1, ge=0, le=1)  # +- this fraction of a delay
+    callback_max_concurrency: int = Field(default=64, ge=1)
+    callback_max_concurrency_per_endpoint: int = Field(default=4, ge=1)
+    # How often the deliverer looks for due callbacks that no commit in this process announced.
+    callback_poll_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("wavespeed_base_url", "public_url")
     @classmethod
@@ -76,6 +100,15 @@ class Settings(BaseSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise ValueError(f"{cidr!r} is not a CIDR network") from exc
+        return value
+
+    @field_validator("callback_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one delay (the first attempt's, usually 0)")
+        if any(not math.isfinite(delay) or delay < 0 for delay in value):
+            raise ValueError("delays must be finite numbers of seconds, not negative")
         return value
 
     @model_validator(mode="after")

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from gateway.store.callbacks import CallbackReads, CallbackWrites
+
 T = TypeVar("T")
 
 
@@ -102,7 +104,7 @@ class UsageRow:
     usd_micros: int
 
 
-class Tx(Protocol):
+class Tx(CallbackWrites, Protocol):
     """What a transaction script may do; every call runs inside the script's transaction."""
 
     def get_job(self, job_id: str) -> Job | None: ...
@@ -138,7 +140,7 @@ class Tx(Protocol):
     def get_ledger(self, job_id: str, kind: str) -> tuple[int, int, str] | None: ...
 
 
-class Store(Protocol):
+class Store(CallbackReads, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def migrate(self) -> list[int]: ...

@@ -26,6 +26,7 @@ import aiosqlite
 
 from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
 from gateway.store.migrations import MIGRATIONS
+from gateway.store.sqlite_callbacks import CallbackReads, CallbackTx
 from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, tenant_from_row
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ def _connect_pragmas(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout=10000")
 
 
-class SQLiteTx(TenancyTx):
+class SQLiteTx(TenancyTx, CallbackTx):
     """The ``Tx`` of a transaction script, over the writer's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -150,7 +151,7 @@ class _Pending:
     future: asyncio.Future[Any]
 
 
-class SQLiteStore(TenancyReads):
+class SQLiteStore(TenancyReads, CallbackReads):
     """The store on one SQLite file (see the module docstring for how writes are batched)."""
 
     def __init__(self, path: str, *, readers: int = 2) -> None:
