@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.common import iso
-from gateway.errors import FieldError, GatewayError, InvalidRequest
+from gateway.errors import FieldError, GatewayError, InvalidRequest, QuotaExceeded
 from gateway.store import Job
 from gateway.upstream import UpstreamRateLimited, UpstreamRejected
 
@@ -99,6 +99,8 @@ def error_body(exc: GatewayError) -> tuple[int, dict[str, Any], dict[str, str]]:
     if isinstance(exc, InvalidRequest):
         status = 400
         message = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+    elif isinstance(exc, QuotaExceeded):
+        message = f"quota exceeded ({exc.limit}): {exc.message}"
     elif isinstance(exc, UpstreamRejected):
         status = exc.upstream_status
     elif isinstance(exc, UpstreamRateLimited):

@@ -130,6 +130,22 @@ async def test_unknown_model_auth_and_missing_predictions_answer_in_wavespeed_sh
         assert_wavespeed_error(nowhere, 404)
 
 
+async def test_quotas_are_shared_with_v1_and_refused_in_wavespeed_shape(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        tenant = await gateway.new_tenant(limits={"images_per_day": 2})
+        v1 = await tenant.client.post("/v1/jobs", json={"model": "flux-kontext-pro", "prompt": "one"})
+        assert v1.status_code == 202, v1.text
+        compat = await tenant.client.post(PRO_T2I, json={"prompt": "two"})
+        assert compat.status_code == 200, compat.text
+        refused = await tenant.client.post(PRO_T2I, json={"prompt": "three"})
+        message = assert_wavespeed_error(refused, 429)
+        assert "images_per_day" in message
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert len((await tenant.client.get("/v1/jobs")).json()["data"]) == 2
+        usage = (await tenant.client.get("/v1/usage")).json()
+        assert usage["reserved_usd"] == "0.08"
+
+
 async def test_result_paths_follow_the_job_to_completion(gateway: Gateway, tenant: TenantHandle) -> None:
     submitted = await tenant.client.post(
         PRO_T2I, json={"prompt": "a lighthouse", "seed": 3, "aspect_ratio": "16:9"}
