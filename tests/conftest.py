@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,10 +119,10 @@ async def gateway_factory(tmp_path: Path, simulator: Sim) -> AsyncIterator[Gatew
     unless ``database_url`` is overridden, so a second call is a restart."""
     started: list[Gateway] = []
 
-    async def start(**overrides: Any) -> Gateway:
+    async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Gateway:
         sock, url = reserve_port()
         settings = sim_settings(simulator, tmp_path / "gateway.db", public_url=url, **overrides)
-        app = create_app(settings, configure_logs=False)
+        app = create_app(settings, configure_logs=False, clock=clock or time.time)
         served = await serve_on(app, sock, url)
         gateway = Gateway(url, settings, served, app, httpx.AsyncClient(base_url=url, timeout=30))
         started.append(gateway)
@@ -145,7 +146,9 @@ async def tenant(gateway: Gateway) -> TenantHandle:
 
 
 @contextlib.asynccontextmanager
-async def in_process_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[Gateway]:
+async def in_process_gateway(
+    tmp_path: Path, clock: Callable[[], float] | None = None, **overrides: Any
+) -> AsyncIterator[Gateway]:
     """The gateway in process (ASGITransport), its upstream the simulator in process too.
     The simulator's webhooks cannot reach an in-process gateway: use sockets for those."""
     sim_config = SimulatorConfig(public_url="http://simulator.test")
@@ -154,7 +157,8 @@ async def in_process_gateway(tmp_path: Path, **overrides: Any) -> AsyncIterator[
         sim = Sim("http://simulator.test", sim_config, sim_app.state.simulator, None)  # type: ignore[arg-type]
         settings = sim_settings(sim, tmp_path / "gateway.db", **overrides)
         app = create_app(
-            settings, transport=httpx.ASGITransport(app=sim_app), configure_logs=False
+            settings, transport=httpx.ASGITransport(app=sim_app), configure_logs=False,
+            clock=clock or time.time,
         )
         async with app.router.lifespan_context(app):
             client = httpx.AsyncClient(
