@@ -108,7 +108,7 @@ async def test_keys_secret_shown_once_hashed_at_rest_and_revoked_at_once(tmp_pat
             listed = (await gateway.client.get(f"/admin/tenants/{tenant['id']}/keys", headers=ADMIN)).json()
             assert "key" not in listed["data"][0] and listed["data"][0]["status"] == "active"
             # The database holds no secret, only its hash.
-            raw = Path(gateway.settings.database_path).read_bytes()
+            raw = await asyncio.to_thread(Path(gateway.settings.database_path).read_bytes)
             assert secret.encode() not in raw
             for _ in range(50):
                 if (await gateway.services.store.get_api_key(issued["id"])).last_used_at:  # type: ignore[union-attr]
@@ -171,7 +171,9 @@ async def test_usage_jobs_across_tenants_and_the_audit_log(tmp_path: Path) -> No
         actor = {**ADMIN, "X-Actor": "alice"}
         created = await gateway.client.post("/admin/tenants", json={"name": "audited"}, headers=actor)
         tid = created.json()["id"]
-        await gateway.client.patch(f"/admin/tenants/{tid}", json={"limits": {"images_per_day": 5}}, headers=actor)
+        await gateway.client.patch(
+            f"/admin/tenants/{tid}", json={"limits": {"images_per_day": 5}}, headers=actor
+        )
         key = (await gateway.client.post(f"/admin/tenants/{tid}/keys", json={}, headers=actor)).json()
         await gateway.client.delete(f"/admin/keys/{key['id']}", headers=actor)
         await gateway.client.patch(f"/admin/tenants/{tid}", json={"disabled": True}, headers=actor)
