@@ -149,17 +149,19 @@ async def tenant(gateway: Gateway) -> TenantHandle:
 async def in_process_gateway(
     tmp_path: Path, clock: Callable[[], float] | None = None, **overrides: Any
 ) -> AsyncIterator[Gateway]:
-    """The gateway in process (ASGITransport), its upstream the simulator in process too.
-    The simulator's webhooks cannot reach an in-process gateway: use sockets for those."""
+    """The gateway in process (ASGITransport), its upstream the simulator in process too;
+    the simulator's webhooks reach the gateway through an ASGITransport as well."""
     sim_config = SimulatorConfig(public_url="http://simulator.test")
     sim_app = create_simulator_app(sim_config)
     async with sim_app.router.lifespan_context(sim_app):
         sim = Sim("http://simulator.test", sim_config, sim_app.state.simulator, None)  # type: ignore[arg-type]
+        overrides.setdefault("public_url", "http://gateway.test")
         settings = sim_settings(sim, tmp_path / "gateway.db", **overrides)
         app = create_app(
             settings, transport=httpx.ASGITransport(app=sim_app), configure_logs=False,
             clock=clock or time.time,
         )
+        sim_config.webhook_transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
             client = httpx.AsyncClient(
                 base_url="http://gateway.test", transport=httpx.ASGITransport(app=app), timeout=30

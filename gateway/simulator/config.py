@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import httpx
+
 DEFAULT_API_KEY = "sim-key"
 DEFAULT_WEBHOOK_SECRET = "whsec_simulatorsecret0123456789"  # noqa: S105 (a public test value)
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8001"
@@ -85,6 +87,8 @@ class SimulatorConfig:
     latency_seconds: float = 0.0  # from submit to the end of the task
     sync_timeout_seconds: float = 30.0  # how long enable_sync_mode waits before code 5004
     webhook_timeout_seconds: float = 10.0  # per delivery attempt
+    # Where webhooks travel; None = the network. Tests in one process pass an ASGITransport.
+    webhook_transport: httpx.AsyncBaseTransport | None = None
     max_upload_bytes: int = 20 * 1024 * 1024  # larger uploads are answered 413
     faults: Faults = field(default_factory=Faults)
     seed: int = 0  # seeds every fault decision

@@ -33,7 +33,9 @@ class WebhookSender:
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self._config.webhook_timeout_seconds)
+        self._client = httpx.AsyncClient(
+            timeout=self._config.webhook_timeout_seconds, transport=self._config.webhook_transport
+        )
 
     async def stop(self) -> None:
         if self._client is not None:
