@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,13 +28,13 @@ from gateway.api import jobs as jobs_api
 from gateway.api import ops as ops_api
 from gateway.api import usage as usage_api
 from gateway.api import webhooks as webhooks_api
-from gateway.catalog import Catalog
+from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError, UpstreamError
 from gateway.jobs import JobService
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, log_accepted, log_transition
 from gateway.metrics import CONTENT_TYPE, Metrics
-from gateway.middleware import BodyLimit
+from gateway.middleware import BodyLimit, RequestContext
 from gateway.reconciler import Reconciler
 from gateway.settings import Settings, SettingsError
 from gateway.store import ApiKey, Tx
@@ -86,7 +87,7 @@ class Services:
         task.add_done_callback(self.tasks.remove)
 
     def record_webhook(self, result: str) -> None:
-        self.metrics.webhooks.labels(result).inc()
+        self.metrics.on_webhook(result)
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -107,15 +108,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path)
+    # Runs outside RequestContext, which leaves the request's log context bound for this line.
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
     return JSONResponse(
-        {"error": {"code": "internal_error", "message": "internal error"}}, status_code=500
+        {"error": {"code": "internal_error", "message": "internal error"}}, status_code=500,
+        headers={"X-Request-ID": request_id} if isinstance(request_id, str) else None,
     )
 
 
 async def metrics_endpoint(request: Request) -> Response:
     svc: Services = request.app.state.services
-    svc.metrics.in_flight.set(len(svc.dispatcher.in_flight))
-    svc.metrics.queued.set(svc.dispatcher.queued_count)
+    await svc.metrics.refresh()
     return Response(svc.metrics.render(), media_type=CONTENT_TYPE)
 
 
@@ -142,9 +145,9 @@ def build_services(
     )
     jobs.accept_hooks.append(quota.reserve_for_accept)
     jobs.transition_hooks.append(quota.settle)
-    jobs.commit_listeners.append(metrics.on_transition)
+    jobs.commit_listeners.extend([metrics.on_transition, log_transition])
     jobs.quota_listeners.append(metrics.on_quota_rejected)
-    jobs.accept_listeners.append(lambda job: metrics.jobs_accepted.labels(job.tenant_id, job.model).inc())
+    jobs.accept_listeners.extend([lambda job: metrics.on_accepted(job.tenant_id, job.model), log_accepted])
     dispatcher = Dispatcher(
         jobs, upstream, public_url=settings.public_url,
         max_concurrency=settings.upstream_max_concurrency,
@@ -155,7 +158,10 @@ def build_services(
         jobs, upstream, poll_interval_seconds=settings.poll_interval_seconds,
         submit_deadline_seconds=settings.submit_deadline_seconds,
         tick_seconds=min(1.0, settings.poll_interval_seconds), clock=clock,
+        on_poll=metrics.on_poll,
     )
+    metrics.watch_dispatcher(dispatcher)
+    metrics.watch_store(store, clock)
     return Services(
         settings=settings, store=store, catalog=catalog, upstream=upstream, jobs=jobs,
         dispatcher=dispatcher, reconciler=reconciler, metrics=metrics, clock=clock,
@@ -185,6 +191,7 @@ def create_app(
     configure_logs: bool = True,
 ) -> Starlette:
     """The gateway as an ASGI app. ``transport`` replaces the outbound HTTP transport (tests)."""
+    metrics = Metrics(multiprocess_dir=settings.prometheus_multiproc_dir, models=MODELS)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -201,7 +208,7 @@ def create_app(
             applied = await store.migrate()
             if applied:
                 log.info("migrations_applied", versions=applied)
-            svc = build_services(settings, store, http, clock, Metrics())
+            svc = build_services(settings, store, http, clock, metrics)
             app.state.services = svc
             await svc.dispatcher.recover()
             if svc.wavespeed_webhook_secret is None:
@@ -218,6 +225,7 @@ def create_app(
             for task in running:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            metrics.process_stopped(os.getpid())
             log.info("gateway_stopped")
         finally:
             await http.aclose()
@@ -235,7 +243,10 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(RequestContext, observe=metrics.on_http),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

@@ -1,41 +1,106 @@
-"""Logging: structlog, JSON lines in production and a readable console in dev. Context
-(request id, tenant, job id) is bound per request through contextvars."""
+"""Logging: structlog, JSON lines in production and a readable console in dev.
+
+Context (request id, tenant, job id) is bound per request through contextvars
+(gateway.middleware.RequestContext, gateway.api.common), so every line of a request carries it;
+background work names the job explicitly. Every job's acceptance and each of its transitions is
+one line with its ``job_id``, so an operator can follow a job from start to end by that id.
+Secrets never reach a line: fields named like one are replaced, and values that look like an
+API key, a webhook secret or a bearer token are masked wherever they appear.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
-_REDACT = ("authorization", "api_key", "secret", "token", "key")
+from gateway.jobs import Transition
+from gateway.store import Job
+
+log = structlog.get_logger("gateway.jobs")
+
+_SECRET_FIELDS = ("authorization", "api_key", "secret", "token", "password", "key")
+_NOT_SECRET = frozenset({"key_id", "webhook_id", "idempotency_key_set"})
+_SECRET_VALUES = re.compile(
+    r"(kgw_[a-z]+_[A-Za-z0-9]+|whsec_[A-Za-z0-9+/=]+|(?i:bearer)\s+[^\s\"',]+)"
+)
+REDACTED = "[redacted]"
 
 
-def _redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+def _mask(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SECRET_VALUES.sub(REDACTED, value)
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v) for v in value]
+    return value
+
+
+def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     for name in list(event):
         lowered = name.lower()
-        if any(part in lowered for part in _REDACT) and name not in ("key_id", "webhook_id"):
-            event[name] = "[redacted]"
+        if name not in _NOT_SECRET and any(part in lowered for part in _SECRET_FIELDS):
+            event[name] = REDACTED
+        else:
+            event[name] = _mask(event[name])
     return event
 
 
 def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
+    """structlog for the gateway's own lines, and the standard library's (uvicorn's, asyncio's)
+    through the same processors, so that everything on stderr has one format."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    exc_info: structlog.typing.Processor = (
+        structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info
+    )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info,
-            renderer,
-        ],
+        processors=[*shared, exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    # httpx logs every request at INFO: the gateway counts and logs its upstream calls itself.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
+
+
+def log_accepted(job: Job) -> None:
+    log.info(
+        "job_accepted", job_id=job.id, tenant_id=job.tenant_id, model=job.model, task=job.task,
+    )
+
+
+def log_transition(moved: Transition) -> None:
+    job = moved.job
+    fields: dict[str, Any] = {
+        "job_id": job.id, "tenant_id": job.tenant_id, "from_status": moved.from_status,
+        "to_status": moved.to_status, "source": moved.source,
+    }
+    if job.upstream_id is not None:
+        fields["upstream_id"] = job.upstream_id
+    if moved.to_status == "failed":
+        fields["error_code"] = job.error_code
+        fields["error"] = job.error_message
+    log.info("job_transition", **fields)

@@ -273,14 +273,14 @@ class Metrics:
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
     def process_stopped(self, pid: int) -> None:
         """Drop this process's live gauges from the shared directory (multiprocess mode)."""
         if self.multiprocess_dir is not None:
             with contextlib.suppress(OSError):
-                mark_process_dead(pid, self.multiprocess_dir)
+                mark_process_dead(pid, self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def watch_dispatcher(self, dispatcher: Dispatcher) -> None:
         async def refresh() -> None:

@@ -34,10 +34,12 @@ class Reconciler:
         concurrency: int = 8,
         batch: int = 200,
         clock: Callable[[], float] = time.time,
+        on_poll: Callable[[str], None] | None = None,
     ) -> None:
         self._service = service
         self._upstream = upstream
         self._interval = poll_interval_seconds
+        self._on_poll = on_poll or (lambda result: None)
         self._deadline = submit_deadline_seconds
         self._tick = tick_seconds
         self._limit = asyncio.Semaphore(concurrency)
@@ -74,8 +76,10 @@ class Reconciler:
                 prediction = await self._upstream.get_result(job.upstream_id)
             except UpstreamError as exc:
                 log.warning("poll_failed", job_id=job.id, error=exc.message)
+                self._on_poll("error")
             else:
                 applied = await self._service.apply_prediction(job.id, prediction, "poll")
+                self._on_poll(applied.result)
                 log.info("polled", job_id=job.id, result=applied.result, status=prediction.status)
         next_poll = self._clock() + self._interval
         job_id = job.id

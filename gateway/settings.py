@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +54,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=1)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # prometheus-client's multiprocess mode, for several worker processes: the directory where
+    # every worker writes its metric values. The variable prometheus-client itself reads.
+    prometheus_multiproc_dir: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+    )
     # Overrides of catalog prices, e.g. GATEWAY_PRICES='{"flux-kontext-max": "0.09"}'.
     prices: dict[str, Decimal] = Field(default_factory=dict)
     # Networks that tenant callback URLs may resolve into (CIDRs). Internal platforms call
@@ -109,6 +116,13 @@ class Settings(BaseSettings):
             raise ValueError("needs at least one delay (the first attempt's, usually 0)")
         if any(not math.isfinite(delay) or delay < 0 for delay in value):
             raise ValueError("delays must be finite numbers of seconds, not negative")
+        return value
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isdir(value):
+            raise ValueError(f"{value!r} is not a directory")
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -40,8 +41,15 @@ async def tenant(request: Request) -> Principal:
     now = svc.clock()
     principal = await authenticate(svc.store, request.headers.get("authorization"), now)
     request.state.tenant_id = principal.tenant.id
+    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant.id)
     svc.touch_key(principal.key, now)
     return principal
+
+
+def bind_job(request: Request, job_id: str) -> None:
+    """The job this request is about: on request.state and on every log line from here on."""
+    request.state.job_id = job_id
+    structlog.contextvars.bind_contextvars(job_id=job_id)
 
 
 def iso(ts: float | None) -> str | None:

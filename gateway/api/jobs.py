@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import job_view, json_response, read_json, services, tenant
+from gateway.api.common import bind_job, job_view, json_response, read_json, services, tenant
 from gateway.errors import FieldError, InvalidRequest
 from gateway.quota import Limits
 from gateway.states import STATUSES, is_terminal
@@ -20,7 +20,7 @@ async def create_job(request: Request) -> Response:
     body = await read_json(request)
     svc = services(request)
     job, _ = await svc.jobs.create_job(principal, body, request.headers.get("idempotency-key"))
-    request.state.job_id = job.id
+    bind_job(request, job.id)
     wait = body.get("wait") if isinstance(body, dict) else None
     if wait and not is_terminal(job.status):
         job = await svc.jobs.wait_terminal(job, float(wait))
@@ -38,7 +38,7 @@ async def get_job(request: Request) -> Response:
     principal = await tenant(request)
     svc = services(request)
     job = await svc.jobs.get_job(principal.tenant.id, request.path_params["job_id"])
-    request.state.job_id = job.id
+    bind_job(request, job.id)
     return json_response(job_view(job, await svc.jobs.get_events(job.id)))
 
 
@@ -78,7 +78,7 @@ async def cancel_job(request: Request) -> Response:
     principal = await tenant(request)
     svc = services(request)
     job = await svc.jobs.cancel_job(principal.tenant.id, request.path_params["job_id"])
-    request.state.job_id = job.id
+    bind_job(request, job.id)
     return json_response(job_view(job, await svc.jobs.get_events(job.id)))
 
 

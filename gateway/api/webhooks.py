@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import json_response, services
+from gateway.api.common import bind_job, json_response, services
 from gateway.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
 from gateway.upstream import Prediction, UpstreamProtocolError
 from gateway.webhooks.wavespeed_signature import BadSignature, verify
@@ -24,7 +24,7 @@ log = structlog.get_logger(__name__)
 async def wavespeed_webhook(request: Request) -> Response:
     svc = services(request)
     job_id = request.path_params["job_id"]
-    request.state.job_id = job_id
+    bind_job(request, job_id)
     body = await request.body()
     secret = svc.wavespeed_webhook_secret
     if secret is None:
