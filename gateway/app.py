@@ -162,6 +162,7 @@ def build_services(
     )
     metrics.watch_dispatcher(dispatcher)
     metrics.watch_store(store, clock)
+    metrics.watch_quotas(store, clock)
     return Services(
         settings=settings, store=store, catalog=catalog, upstream=upstream, jobs=jobs,
         dispatcher=dispatcher, reconciler=reconciler, metrics=metrics, clock=clock,

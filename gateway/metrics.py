@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from gateway.dispatcher import Dispatcher
 from gateway.jobs import Transition
+from gateway.quota import Limits, day_key, month_key
 from gateway.states import is_terminal
 from gateway.store import Store
 
@@ -51,6 +52,11 @@ POLL_RESULTS = ("applied", "unchanged", "stale", "unknown_job", "mismatch", "err
 CALLBACK_RESULTS = ("delivered", "retrying", "dead_lettered")
 
 Refresher = Callable[[], Awaitable[None]]
+# The limits whose use is exported as gauges, and the quota counter period each is counted in.
+_BUDGET_LIMITS = {
+    "images_per_day": "day", "usd_per_day": "day", "images_per_month": "month",
+    "usd_per_month": "month", "max_concurrent_jobs": "open",
+}
 
 
 def _version() -> str:
@@ -287,6 +293,37 @@ class Metrics:
             self.in_flight.set(len(dispatcher.in_flight))
             self.queued.set(dispatcher.queued_count)
             self.max_in_flight.set(dispatcher.max_concurrency)
+
+        self.refreshers.append(refresh)
+
+    def watch_quotas(self, store: Store, clock: Callable[[], float]) -> None:
+        """Each tenant's use of its budget limits (and of ``max_concurrent_jobs``) in the
+        current UTC day and month, from the quota counters: what the budget alert watches."""
+        shown: set[tuple[str, str]] = set()
+
+        async def refresh() -> None:
+            now = clock()
+            periods = {"day": f"d:{day_key(now)}", "month": f"m:{month_key(now)}", "open": "open"}
+            current: set[tuple[str, str]] = set()
+            for tenant in await store.list_tenants():
+                limits = Limits.from_stored(tenant.limits)
+                watched = {
+                    name: getattr(limits, name) for name in _BUDGET_LIMITS
+                    if getattr(limits, name) is not None
+                }
+                if tenant.disabled_at is not None or not watched:
+                    continue
+                counters = await store.counters(tenant.id, tuple(periods.values()))
+                for name, limit in watched.items():
+                    images, micros = counters[periods[_BUDGET_LIMITS[name]]]
+                    used = micros / 1_000_000 if name.startswith("usd_") else images
+                    self.set_quota_usage(tenant.id, name, used, float(limit))
+                    current.add((tenant.id, name))
+            for gone in shown - current:
+                self.quota_used.remove(*gone)
+                self.quota_limit.remove(*gone)
+            shown.clear()
+            shown.update(current)
 
         self.refreshers.append(refresh)
 

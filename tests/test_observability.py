@@ -222,3 +222,30 @@ def test_redaction_masks_secret_fields_and_values() -> None:
     assert event["key_id"] == "key_1"
     assert "kgw_live_AbC123" not in event["error"] and "whsec_c2VjcmV0" not in event["error"]
     assert event["nested"] == {"url": REDACTED}
+
+
+async def test_quota_use_rejections_and_budget_gauges(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        limited = await gateway.new_tenant(limits={"images_per_day": 1, "usd_per_month": "1.00"})
+        unlimited = await gateway.new_tenant()
+        body = {"model": "flux-kontext-pro", "prompt": "p"}
+        assert (await limited.client.post("/v1/jobs", json=body)).status_code == 202
+        refused = await limited.client.post("/v1/jobs", json=body)
+        assert refused.status_code == 429, refused.text
+        assert (await unlimited.client.post("/v1/jobs", json=body)).status_code == 202
+
+        text = (await gateway.client.get("/metrics")).text
+        rejections = "gateway_quota_rejections_total"
+        assert value(text, rejections, tenant=limited.id, limit="images_per_day") == 1
+        assert value(text, "gateway_quota_used", tenant=limited.id, limit="images_per_day") == 1
+        assert value(text, "gateway_quota_limit", tenant=limited.id, limit="images_per_day") == 1
+        assert value(text, "gateway_quota_used", tenant=limited.id, limit="usd_per_month") == 0.04
+        assert value(text, "gateway_quota_limit", tenant=limited.id, limit="usd_per_month") == 1
+        assert not [s for s in series(text, "gateway_quota_limit") if s["tenant"] == unlimited.id]
+
+        # A limit taken away stops being exported.
+        await gateway.services.store.write(
+            lambda tx: tx.update_tenant(limited.id, limits={"usd_per_month": "1.00"})
+        )
+        text = (await gateway.client.get("/metrics")).text
+        assert {s["limit"] for s in series(text, "gateway_quota_limit")} == {"usd_per_month"}
