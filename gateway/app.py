@@ -142,6 +142,7 @@ def build_services(
     jobs = JobService(
         store=store, catalog=catalog, upstream=upstream, clock=clock,
         idempotency_ttl=settings.idempotency_ttl_seconds,
+        webhook_grace_seconds=settings.webhook_grace_seconds,
     )
     jobs.accept_hooks.append(quota.reserve_for_accept)
     jobs.transition_hooks.append(quota.settle)

@@ -132,6 +132,7 @@ class JobService:
     upstream: WaveSpeedClient
     clock: Callable[[], float] = time.time
     idempotency_ttl: float = 24 * 3600
+    webhook_grace_seconds: float = 60.0
     transition_hooks: list[TransitionHook] = field(default_factory=list)
     accept_hooks: list[AcceptHook] = field(default_factory=list)
     commit_listeners: list[CommitListener] = field(default_factory=list)
@@ -333,6 +334,7 @@ class JobService:
     ) -> Applied:
         """Apply what WaveSpeed says of a job (a webhook body or a polled result)."""
         now = self.clock()
+        grace = self.webhook_grace_seconds
         hooks = tuple(self.transition_hooks)
 
         def script(tx: Tx) -> tuple[Applied, list[Transition]]:
@@ -350,6 +352,10 @@ class JobService:
             if job.upstream_id is None:
                 fields["upstream_id"] = prediction.id
                 fields["submitted_at"] = now
+                if target not in TERMINAL and job.next_poll_at is None:
+                    # Adopted with no submit answer to start the grace: it counts from the
+                    # attempt, so the reconciler polls if the terminal webhook is lost too.
+                    fields["next_poll_at"] = (job.submit_attempted_at or now) + grace
             if target == job.status or (target == "submitted" and job.status == "processing"):
                 tx.update_job(job.id, **fields)
                 return Applied("unchanged", job=replace(job, **fields)), []
