@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -50,6 +50,8 @@ class Transition:
 TransitionHook = Callable[[Tx, Transition], None]
 CommitListener = Callable[[Transition], None]
 AcceptHook = Callable[[Tx, Job, Principal], None]
+# Checks that need I/O (e.g. resolving a callback URL's host) run before the transaction.
+AcceptCheck = Callable[[Principal, JobRequest], Awaitable[None]]
 
 
 def transition(
@@ -135,6 +137,7 @@ class JobService:
     webhook_grace_seconds: float = 60.0
     transition_hooks: list[TransitionHook] = field(default_factory=list)
     accept_hooks: list[AcceptHook] = field(default_factory=list)
+    accept_checks: list[AcceptCheck] = field(default_factory=list)
     commit_listeners: list[CommitListener] = field(default_factory=list)
     accept_listeners: list[Callable[[Job], None]] = field(default_factory=list)
     quota_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
@@ -159,6 +162,8 @@ class JobService:
             existing = await self._replay(tenant_id, idempotency_key, request.fingerprint)
             if existing is not None:
                 return existing, False
+        for check in self.accept_checks:
+            await check(principal, request)
         image_urls = await self._upload_images(request)
         job = self._new_job(principal, request, image_urls)
         hooks = tuple(self.accept_hooks)
