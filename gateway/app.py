@@ -23,11 +23,14 @@ from starlette.routing import Route
 from gateway import quota
 from gateway.admin import AdminService
 from gateway.api import admin as admin_api
+from gateway.api import admin_webhooks as admin_webhooks_api
+from gateway.api import callbacks as callbacks_api
 from gateway.api import compat as compat_api
 from gateway.api import jobs as jobs_api
 from gateway.api import ops as ops_api
 from gateway.api import usage as usage_api
 from gateway.api import webhooks as webhooks_api
+from gateway.callbacks import Callbacks, build_callbacks
 from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError, UpstreamError
@@ -56,6 +59,7 @@ class Services:
     reconciler: Reconciler
     metrics: Metrics
     admin: AdminService
+    callbacks: Callbacks
     clock: Callable[[], float]
     wavespeed_webhook_secret: str | None = None
     shutting_down: bool = False
@@ -164,10 +168,12 @@ def build_services(
     metrics.watch_dispatcher(dispatcher)
     metrics.watch_store(store, clock)
     metrics.watch_quotas(store, clock)
+    callbacks = build_callbacks(settings, store, jobs, on_result=metrics.on_callback, clock=clock)
+    metrics.watch_callbacks(store)
     return Services(
         settings=settings, store=store, catalog=catalog, upstream=upstream, jobs=jobs,
         dispatcher=dispatcher, reconciler=reconciler, metrics=metrics, clock=clock,
-        admin=AdminService(store, clock),
+        admin=AdminService(store, clock), callbacks=callbacks,
         wavespeed_webhook_secret=settings.wavespeed_webhook_secret,
     )
 
@@ -217,10 +223,12 @@ def create_app(
                 svc.tasks.append(asyncio.create_task(_fetch_webhook_secret(svc)))
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
+            svc.tasks.append(asyncio.create_task(svc.callbacks.deliverer.run(), name="deliverer"))
             log.info("gateway_started", upstream=settings.wavespeed_base_url)
             yield
             svc.shutting_down = True
             await svc.dispatcher.stop(settings.shutdown_grace_seconds)
+            await svc.callbacks.deliverer.stop(settings.shutdown_grace_seconds)
             running = list(svc.tasks)
             for task in running:
                 task.cancel()
@@ -239,6 +247,8 @@ def create_app(
         *webhooks_api.routes,
         *compat_api.routes,
         *admin_api.routes,
+        *admin_webhooks_api.routes,
+        *callbacks_api.routes,
         *usage_api.routes,
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from gateway.admin import AdminService
 from gateway.api.admin import audit_view, key_view, tenant_view
 from gateway.api.common import iso
+from gateway.callbacks.service import redeliver_dead, redeliver_message
 from gateway.errors import GatewayError
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.store import ApiKey
@@ -183,6 +184,25 @@ async def _demo_key(settings: Settings) -> str:
     return await _with_store(settings, action)
 
 
+def cmd_callbacks_redeliver(settings: Settings, args: argparse.Namespace) -> int:
+    message = asyncio.run(_with_store(
+        settings, lambda s: s.write(redeliver_message(args.message_id, None, time.time(), _actor()))
+    ))
+    print(f"redelivering {message.id} ({message.event_type} of job {message.job_id})")
+    return 0
+
+
+def cmd_callbacks_redeliver_dead(settings: Settings, args: argparse.Namespace) -> int:
+    since = _parse_time(args.since)
+    assert since is not None
+    count = asyncio.run(_with_store(settings, lambda s: s.write(
+        redeliver_dead(args.tenant, args.endpoint, since, time.time(), _actor())
+    )))
+    print(f"redelivering {count} dead-lettered callbacks (a running gateway sends them)")
+    print(count)
+    return 0
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace, *, dev: bool = False) -> int:
     from gateway.runner import serve
 
@@ -298,6 +318,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=50)
     audit.add_argument("--target", help="only entries about this tenant or key id")
     audit.set_defaults(func=cmd_audit)
+
+    callbacks = sub.add_parser("callbacks", help="tenant callbacks").add_subparsers(
+        dest="verb", required=True
+    )
+    credeliver = callbacks.add_parser("redeliver", help="send one callback message again")
+    credeliver.add_argument("message_id")
+    credeliver.set_defaults(func=cmd_callbacks_redeliver)
+    cdead = callbacks.add_parser(
+        "redeliver-dead", help="send a tenant's dead letters again; prints how many last"
+    )
+    cdead.add_argument("--tenant", required=True, help="tenant id or name")
+    cdead.add_argument("--since", required=True, help="ISO 8601: dead-lettered at or after")
+    cdead.add_argument("--endpoint", help="only this webhook endpoint's")
+    cdead.set_defaults(func=cmd_callbacks_redeliver_dead)
     return parser
 
 

@@ -47,9 +47,9 @@ WEBHOOK_RESULTS = (
     "bad_signature", "bad_body", "secret_unknown",
 )
 POLL_RESULTS = ("applied", "unchanged", "stale", "unknown_job", "mismatch", "error")
-# Tenant callbacks (issue 4's deliverer reports these): a 2xx, a failed attempt that will be
-# retried, and a callback given up on after its last retry.
-CALLBACK_RESULTS = ("delivered", "retrying", "dead_lettered")
+# Tenant callbacks (gateway.callbacks.deliverer): a 2xx, a failed attempt, a message given up
+# on (its schedule ran out, or its endpoint was disabled), an endpoint disabled by a 410.
+CALLBACK_RESULTS = ("delivered", "failed_attempt", "dead_lettered", "disabled")
 
 Refresher = Callable[[], Awaitable[None]]
 # The limits whose use is exported as gauges, and the quota counter period each is counted in.
@@ -175,6 +175,10 @@ class Metrics:
             "gateway_callback_lag_seconds",
             "Time from a job's terminal event to the tenant callback's successful delivery.",
             buckets=LAG_BUCKETS, registry=r,
+        )
+        self.callbacks_pending = Gauge(
+            "gateway_callbacks_pending", "Tenant callback messages not yet delivered nor dead.",
+            registry=r, multiprocess_mode="mostrecent",
         )
         self.quota_rejections = Counter(
             "gateway_quota_rejections_total", "Requests refused by a tenant limit.",
@@ -324,6 +328,12 @@ class Metrics:
                 self.quota_limit.remove(*gone)
             shown.clear()
             shown.update(current)
+
+        self.refreshers.append(refresh)
+
+    def watch_callbacks(self, store: Store) -> None:
+        async def refresh() -> None:
+            self.callbacks_pending.set(await store.count_pending_webhooks())
 
         self.refreshers.append(refresh)
 
