@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench install clean
+.PHONY: run test lint typecheck bench install clean tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/gateway dev
 
-lint: $(STAMP)
+# Debian's prometheus package: promtool checks the deploy kit, and tests/test_prometheus.py
+# runs a real Prometheus against a running gateway (the package's own daemon is not used).
+tools:
+	command -v prometheus >/dev/null && command -v promtool >/dev/null || (apt-get update && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus)
+
+lint: $(STAMP) tools
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/mypy
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
 
 typecheck: lint
 

@@ -46,6 +46,12 @@ WEBHOOK_RESULTS = (
     "applied", "unchanged", "stale", "duplicate", "unknown_job", "mismatch",
     "bad_signature", "bad_body", "secret_unknown",
 )
+OUTCOMES = ("completed", "failed", "cancelled")
+# Error codes of failed jobs (gateway.jobs, gateway.dispatcher, gateway.reconciler).
+FAILURE_REASONS = (
+    "upstream_failed", "upstream_rejected", "upstream_timeout", "upstream_cancelled",
+    "submit_outcome_unknown",
+)
 POLL_RESULTS = ("applied", "unchanged", "stale", "unknown_job", "mismatch", "error")
 # Tenant callbacks (gateway.callbacks.deliverer): a 2xx, a failed attempt, a message given up
 # on (its schedule ran out, or its endpoint was disabled), an endpoint disabled by a 410.
@@ -217,6 +223,8 @@ class Metrics:
         for model in self.models:
             for status in ACTIVE_STATUSES:
                 self.jobs_active.labels(model, status)
+            for reason in FAILURE_REASONS:
+                self.job_failures.labels(model, reason)
 
     # -- what the rest of the gateway reports ------------------------------------------------
 
@@ -228,6 +236,8 @@ class Metrics:
 
     def on_accepted(self, tenant: str, model: str) -> None:
         self.jobs_accepted.labels(tenant, model).inc()
+        for outcome in OUTCOMES:  # at zero, so that a failure ratio sees the first failure
+            self.jobs_finished.labels(tenant, model, outcome)
 
     def on_upstream_call(self, operation: str, status: str, seconds: float) -> None:
         self.upstream_calls.labels(operation, status).inc()
