@@ -37,6 +37,8 @@ from gateway.store.callbacks import WebhookAttempt, WebhookMessage
 
 log = structlog.get_logger(__name__)
 
+# A claim outlives the attempt's own timeout by this much (or by the timeout, if shorter), to
+# leave time for recording the result before another process may take the message over.
 LEASE_MARGIN_SECONDS = 5.0
 RESPONSE_SNIPPET_BYTES = 1024
 USER_AGENT = "kontext-gateway-callbacks/1"
@@ -193,7 +195,7 @@ class Deliverer:
 
     def _claim(self, now: float, limit: int) -> Callable[[Tx], tuple[list[Delivery], int]]:
         token = secrets.token_hex(8)
-        lease_until = now + self._timeout + LEASE_MARGIN_SECONDS
+        lease_until = now + self._timeout + min(LEASE_MARGIN_SECONDS, self._timeout)
         per_endpoint = self._per_endpoint
 
         def script(tx: Tx) -> tuple[list[Delivery], int]:

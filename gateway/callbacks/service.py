@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.callbacks import signing
-from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused
+from gateway.callbacks.urls import CallbackHostUnresolved, CallbackUrlPolicy, CallbackUrlRefused
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound
 from gateway.ids import new_id
 from gateway.store import Store, Tx
@@ -148,9 +148,12 @@ class CallbackService:
         self._clock = clock
 
     async def check_url(self, url: str, field: str) -> None:
-        """Refuse a callback URL as a 422 naming ``field``."""
+        """Refuse a callback URL as a 422 naming ``field`` (a name that does not resolve yet is
+        let through: every attempt checks it again)."""
         try:
             await self.policy.check(url)
+        except CallbackHostUnresolved:
+            return
         except CallbackUrlRefused as exc:
             raise InvalidRequest([FieldError(field, str(exc))]) from None
 

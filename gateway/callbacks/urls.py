@@ -3,7 +3,9 @@ inside ``GATEWAY_CALLBACK_ALLOWED_NETWORKS``, and cloud metadata services never.
 
 A URL is checked when a tenant hands it over (a 422 naming the field) and again before every
 attempt, and the attempt then connects to an address that was just checked: a host name that
-resolves elsewhere later (DNS rebinding) cannot steer a callback into a refused network.
+resolves elsewhere later (DNS rebinding) cannot steer a callback into a refused network. A
+name that does not resolve when it is handed over is accepted (DNS may be down for a moment,
+or the service not deployed yet); its attempts fail until it resolves into allowed networks.
 
 Metadata addresses are refused in any spelling: the host is parsed the way the C resolver
 parses IPv4 (``2852039166``, ``0251.0376.0251.0376``, ``0xa9fea9fe``, ``169.254.43518``), and
@@ -39,6 +41,10 @@ _MAX_URL = 2048
 
 class CallbackUrlRefused(ValueError):
     """The URL may not receive callbacks; the message says why and is safe to show the tenant."""
+
+
+class CallbackHostUnresolved(CallbackUrlRefused):
+    """The host name did not resolve (now): an attempt fails, but a tenant may register it."""
 
 
 @dataclass(frozen=True)
@@ -170,9 +176,9 @@ class CallbackUrlPolicy:
                     addresses = await self._resolver(host, port)
             except (OSError, TimeoutError, UnicodeError) as exc:
                 reason = "timed out" if isinstance(exc, TimeoutError) else "failed"
-                raise CallbackUrlRefused(f"host {host!r} could not be resolved ({reason})") from None
+                raise CallbackHostUnresolved(f"host {host!r} could not be resolved ({reason})") from None
             if not addresses:
-                raise CallbackUrlRefused(f"host {host!r} has no addresses")
+                raise CallbackHostUnresolved(f"host {host!r} has no addresses")
         for address in addresses:
             why = self.refusal(address)
             if why is not None:
