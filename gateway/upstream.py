@@ -107,9 +107,10 @@ def _nothing_sent(exc: BaseException) -> bool:
 
     httpx-aiohttp maps aiohttp's ServerDisconnectedError (request already sent) to
     httpx.ConnectTimeout, so the httpx class alone cannot be trusted: look at the cause.
+    ConnectionTimeoutError is a connection (or a pool slot) that never came: nothing was sent.
     """
     for cause in _causes(exc):
-        if isinstance(cause, aiohttp.ClientConnectorError):
+        if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             return True
         if isinstance(cause, aiohttp.ClientError):
             return False
