@@ -185,7 +185,9 @@ class JobService:
             for hook in hooks:
                 hook(tx, job, principal)
             tx.insert_job(job)
-            tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
+            # The creation event records a surface other than /v1 (gateway.compat reads it).
+            surface = {"surface": request.surface} if request.surface != "v1" else None
+            tx.insert_event(job.id, None, "queued", "api", job.created_at, surface)
             return job, True
 
         try:

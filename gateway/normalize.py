@@ -10,7 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from gateway import catalog
@@ -40,6 +40,9 @@ class JobRequest:
     metadata: dict[str, Any] | None
     wait: float
     fingerprint: str
+    # Where the request came in: "wavespeed" jobs (POST /api/v3/...) are called back the way
+    # WaveSpeed calls back (gateway.compat), "v1" jobs per Standard Webhooks.
+    surface: Literal["v1", "wavespeed"] = "v1"
 
     def upstream_body(self, image_urls: list[str]) -> dict[str, Any]:
         """The body WaveSpeed documents for this endpoint, images given as URLs."""
@@ -249,5 +252,6 @@ def parse_wavespeed_request(wavespeed_id: str, body: Any, webhook: str | None) -
         fingerprint=fingerprint(
             endpoint, params, raw_images, {"callback_url": callback_url, "metadata": None}
         ),
+        surface="wavespeed",
     )
     return WaveSpeedRequest(job=job, sync_mode=sync_mode)

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
+import hmac
+import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from gateway.compat import STATUS
 from gateway.simulator.png import render_png
 from gateway.states import STATUSES
 from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle, in_process_gateway
+from tests.servers import serve
 
 PRO_T2I = "/api/v3/wavespeed-ai/flux-kontext-pro/text-to-image"
 MAX_EDIT = "/api/v3/wavespeed-ai/flux-kontext-max"
@@ -101,6 +112,11 @@ async def test_invalid_input_is_400_naming_every_field(tmp_path: Path) -> None:
         assert "enable_base64_output" in assert_wavespeed_error(base64_out, 400)
         webhook = await tenant.client.post(PRO_T2I, params={"webhook": "ftp://x"}, json={"prompt": "x"})
         assert "webhook:" in assert_wavespeed_error(webhook, 400)
+        # The same network rules as a /v1 callback_url: cloud metadata is refused in any spelling.
+        metadata = await tenant.client.post(
+            PRO_T2I, params={"webhook": "http://2852039166/latest"}, json={"prompt": "x"}
+        )
+        assert assert_wavespeed_error(metadata, 400).startswith("webhook: ")
         assert (await tenant.client.get("/v1/jobs")).json()["data"] == []
 
 
@@ -288,3 +304,85 @@ async def test_webhook_secret_is_the_tenants_own(gateway: Gateway, tenant: Tenan
     other = await gateway.new_tenant()
     other_secret = (await other.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
     assert other_secret != secret
+
+
+@dataclass
+class Delivery:
+    headers: dict[str, str]
+    body: bytes
+
+
+def verify_v3(secret: str, delivery: Delivery) -> bool:
+    """WaveSpeed's documented check, written out here rather than taken from the gateway: HMAC-
+    SHA256 hex over ``{id}.{timestamp}.{body}``, key = the secret without ``whsec_``, as text."""
+    headers = delivery.headers
+    message = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + delivery.body
+    expected = "v3," + hmac.new(secret.removeprefix("whsec_").encode(), message, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, s) for s in headers["webhook-signature"].split())
+
+
+@contextlib.asynccontextmanager
+async def receiver() -> AsyncIterator[tuple[str, list[Delivery]]]:
+    """A tenant's webhook endpoint on 127.0.0.1 that keeps every delivery it gets."""
+    received: list[Delivery] = []
+
+    async def hook(request: Request) -> Response:
+        received.append(Delivery(dict(request.headers), await request.body()))
+        return Response(status_code=200)
+
+    served = await serve(Starlette(routes=[Route("/hook", hook, methods=["POST"])]))
+    try:
+        yield f"{served.url}/hook", received
+    finally:
+        await served.stop()
+
+
+async def wait_deliveries(received: list[Delivery], count: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while len(received) < count:
+        assert time.monotonic() < deadline, f"{len(received)} of {count} deliveries arrived"
+        await asyncio.sleep(0.05)
+
+
+async def test_webhook_query_calls_the_tenant_back_like_wavespeed(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    secret = (await tenant.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
+    other = await gateway.new_tenant()
+    other_secret = (await other.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
+    async with receiver() as (url, received):
+        submitted = await tenant.client.post(
+            PRO_T2I, params={"webhook": url}, json={"prompt": "a fox", "seed": 5}
+        )
+        assert submitted.status_code == 200, submitted.text
+        prediction_id = submitted.json()["data"]["id"]
+        await wait_deliveries(received, 1)
+        [delivery] = received
+    assert verify_v3(secret, delivery)
+    assert not verify_v3(other_secret, delivery)
+    assert not verify_v3(simulator.config.webhook_secret, delivery)
+    assert delivery.headers["webhook-signature"].startswith("v3,")
+    assert abs(int(delivery.headers["webhook-timestamp"]) - time.time()) < 300
+    assert delivery.headers["content-type"] == "application/json"
+    payload = json.loads(delivery.body)
+    result = (await tenant.client.get(f"/api/v3/predictions/{prediction_id}/result")).json()["data"]
+    # The bare prediction, no envelope: what GET .../result shows, plus the input.
+    assert "code" not in payload and "data" not in payload
+    assert payload["input"] == {"prompt": "a fox", "seed": 5, "guidance_scale": 3.5,
+                                "aspect_ratio": "1:1", "safety_tolerance": "2"}
+    assert {k: v for k, v in payload.items() if k != "input"} == result
+    assert payload["id"] == prediction_id and payload["status"] == "completed"
+
+
+async def test_webhook_reports_a_failed_job_too(
+    gateway: Gateway, tenant: TenantHandle, simulator: Sim
+) -> None:
+    simulator.config.faults.failure_rate = 1.0
+    secret = (await tenant.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
+    async with receiver() as (url, received):
+        await tenant.client.post(PRO_T2I, params={"webhook": url}, json={"prompt": "doomed"})
+        await wait_deliveries(received, 1)
+    [delivery] = received
+    assert verify_v3(secret, delivery)
+    payload = json.loads(delivery.body)
+    assert payload["status"] == "failed" and payload["error"] == "simulated failure"

@@ -61,9 +61,10 @@ def build_callbacks(
 
     async def check_callback_url(principal: Principal, request: JobRequest) -> None:
         if request.callback_url is not None:
-            await service.check_url(request.callback_url, "callback_url")
+            field = "webhook" if request.surface == "wavespeed" else "callback_url"
+            await service.check_url(request.callback_url, field)
 
     jobs.accept_checks.append(check_callback_url)
-    jobs.transition_hooks.append(Outbox(retry.first_delay, clock))
+    jobs.transition_hooks.append(Outbox(retry.first_delay, clock, settings.public_url))
     jobs.commit_listeners.append(deliverer.on_commit)
     return Callbacks(service=service, deliverer=deliverer, policy=policy)

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import structlog
 
+from gateway import compat
 from gateway.callbacks import signing
 from gateway.callbacks.outbox import event_type
 from gateway.callbacks.retry import RetryPolicy, parse_retry_after
@@ -34,6 +35,7 @@ from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, Checke
 from gateway.jobs import Transition
 from gateway.store import Store, Tx
 from gateway.store.callbacks import WebhookAttempt, WebhookMessage
+from gateway.webhooks import wavespeed_signature
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +56,8 @@ class Delivery:
     url: str
     secrets: list[str]
     token: str
+    # "wavespeed": a ?webhook= of the WaveSpeed-compatible surface, signed as WaveSpeed signs.
+    style: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,11 @@ class Deliverer:
                 if message.endpoint_id is None:
                     tenant = tx.get_tenant(message.tenant_id)
                     if tenant is not None:
-                        deliveries.append(Delivery(message, message.url, [tenant.webhook_secret], token))
+                        wavespeed = compat.accepted_here(tx.job_events(message.job_id))
+                        deliveries.append(Delivery(
+                            message, message.url, [tenant.webhook_secret], token,
+                            "wavespeed" if wavespeed else "standard",
+                        ))
                         continue
                     reason = "tenant not found"
                 else:
@@ -253,9 +261,13 @@ class Deliverer:
             async with asyncio.timeout(self._timeout):
                 checked = await self._policy.check(delivery.url)
                 body = delivery.message.payload.encode()
-                headers = signing.signed_headers(
-                    delivery.secrets, delivery.message.id, int(self._clock()), body
-                )
+                message_id, timestamp = delivery.message.id, int(self._clock())
+                if delivery.style == "wavespeed":
+                    headers = wavespeed_signature.signed_headers(
+                        delivery.secrets[0], message_id, timestamp, body
+                    )
+                else:
+                    headers = signing.signed_headers(delivery.secrets, message_id, timestamp, body)
                 headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
                 response = await self._send(checked, headers, body)
         except CallbackUrlRefused as exc:

@@ -7,7 +7,9 @@ The body is built here, once: ``{type, timestamp, data}`` with ``data`` the job 
 
 Events: ``job.processing`` for the move to processing; ``job.completed``, ``job.failed`` and
 ``job.cancelled`` for the terminal moves. A job's own ``callback_url`` gets only the terminal
-event; each enabled endpoint of the tenant gets the events its filter names.
+event; each enabled endpoint of the tenant gets the events its filter names. A job accepted on
+the WaveSpeed-compatible surface is called back at its ``?webhook=`` URL the way WaveSpeed
+does it: the bare prediction body (gateway.compat), signed v3 by the deliverer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from gateway import compat
 from gateway.api.common import iso, job_view
 from gateway.ids import new_id
 from gateway.jobs import Transition
@@ -49,9 +52,10 @@ def encode_payload(kind: str, at: float, data: dict[str, object]) -> str:
 class Outbox:
     """Registered on ``JobService.transition_hooks``; runs inside the transition's transaction."""
 
-    def __init__(self, first_delay: float, clock: Callable[[], float]) -> None:
+    def __init__(self, first_delay: float, clock: Callable[[], float], public_url: str = "") -> None:
         self._first_delay = first_delay
         self._clock = clock
+        self._public_url = public_url  # the base of a WaveSpeed-style body's urls.get
 
     def __call__(self, tx: Tx, moved: Transition) -> None:
         kind = event_type(moved.to_status)
@@ -65,11 +69,16 @@ class Outbox:
             destinations.append((endpoint.id, endpoint.url, endpoint.id))
         if not destinations:
             return
-        payload = encode_payload(kind, moved.at, job_view(job, tx.job_events(job.id)))
+        events = tx.job_events(job.id)
+        payload = encode_payload(kind, moved.at, job_view(job, events))
+        wavespeed = compat.accepted_here(events)
         now = self._clock()
         for endpoint_id, url, target in destinations:
+            body = payload
+            if endpoint_id is None and wavespeed:
+                body = compat.webhook_body(job, self._public_url)
             tx.insert_webhook_message(WebhookMessage(
                 id=new_id("msg"), tenant_id=job.tenant_id, endpoint_id=endpoint_id, url=url,
-                target=target, job_id=job.id, event_type=kind, payload=payload,
+                target=target, job_id=job.id, event_type=kind, payload=body,
                 event_at=moved.at, created_at=now, next_attempt_at=moved.at + self._first_delay,
             ))
