@@ -300,6 +300,7 @@ async def test_webhook_secret_is_the_tenants_own(gateway: Gateway, tenant: Tenan
     secret = response.json()["data"]["secret"]
     stored = await gateway.services.store.get_tenant(tenant.id)
     assert stored is not None and secret == stored.webhook_secret
+    assert secret == (await tenant.client.get("/v1/webhook-secret")).json()["secret"]
     assert secret.startswith("whsec_")
     other = await gateway.new_tenant()
     other_secret = (await other.client.get("/api/v3/webhook/secret")).json()["data"]["secret"]
