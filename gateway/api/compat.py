@@ -5,7 +5,8 @@ Thin: each route authenticates the tenant key and calls the same service layer a
 (``JobService.accept``, so quotas, job records and metrics are shared); gateway.compat shapes
 the answers, and ``wavespeed_errors`` is where this surface's errors take WaveSpeed's shape.
 
-    POST /api/v3/{model id}                  submit (``enable_sync_mode``, ``?webhook=``)
+    POST /api/v3/{model id}                  submit (``enable_sync_mode``, ``?webhook=``: the job's
+                                             callback, sent WaveSpeed-style by gateway.callbacks)
     GET  /api/v3/predictions/{id}/result     the prediction (id = the gateway's job id)
     GET  /api/v3/predictions/{id}
     GET  /api/v3/webhook/secret              the tenant's default signing secret
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import compat
-from gateway.api.common import read_json, services, tenant
+from gateway.api.common import bind_job, read_json, services, tenant
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.normalize import parse_wavespeed_request
 from gateway.states import is_terminal
@@ -67,7 +68,7 @@ async def submit(request: Request) -> Response:
     )
     svc = services(request)
     job, _ = await svc.jobs.accept(principal, parsed.job, request.headers.get("idempotency-key"))
-    request.state.job_id = job.id
+    bind_job(request, job.id)
     base = _base_url(request)
     if parsed.sync_mode and not is_terminal(job.status):
         waited = svc.settings.sync_mode_timeout_seconds
@@ -85,7 +86,7 @@ async def get_prediction(request: Request) -> Response:
         job = await services(request).jobs.get_job(principal.tenant.id, prediction_id)
     except NotFound:
         raise NotFound(f"prediction not found: {prediction_id}", code="job_not_found") from None
-    request.state.job_id = job.id
+    bind_job(request, job.id)
     return ok(compat.prediction(job, _base_url(request)))
 
 
