@@ -29,7 +29,11 @@ MAX_MULTI = "wavespeed-ai/flux-kontext-max/multi"
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Refuse any connection the SDK (requests/urllib3) opens to a host other than 127.0.0.1."""
+    """Refuse any connection the SDK (requests/urllib3) opens to a host other than 127.0.0.1,
+    and keep a proxy from the environment out of the way (requests would honour it)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     opened: list[str] = []
     real = urllib3.util.connection.create_connection
 
