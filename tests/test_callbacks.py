@@ -189,6 +189,10 @@ async def test_retry_after_is_honoured(gw: Gateway, receiver: Receiver) -> None:
     receiver.secrets = [endpoint["secret"]]
     receiver.answer(Answer(429, {"Retry-After": "1"}))
     await run_job(tenant)
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.2)  # the first attempt's result is recorded; the retry waits
+    text = (await gw.client.get("/metrics")).text
+    assert metric(text, "gateway_callbacks_pending") == 1
     first, second = await receiver.wait_for(2)
     assert second.at - first.at >= 0.9  # the schedule alone says 0.1 s
     receiver.assert_all_verified()
