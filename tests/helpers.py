@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.conftest import Sim
 
@@ -115,3 +116,30 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if parsed == wanted:
             return float(value)
     return 0.0
+
+
+class HoldSubmitAnswers:
+    """Around the simulator: while ``holding``, a submit is created upstream but its answer is
+    held back until ``release`` is set (a submit caught in flight by the crash)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.holding = False
+        self.held = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not (
+            self.holding and scope["type"] == "http" and scope["method"] == "POST"
+            and scope["path"].startswith("/api/v3/") and "/media/" not in scope["path"]
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def held_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.held += 1
+                await self.release.wait()
+            await send(message)
+
+        await self.app(scope, receive, held_send)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle, in_process_gateway
 
@@ -26,15 +26,27 @@ ENDPOINTS = {"t2i-max": T2I_MAX, "t2i-pro": T2I_PRO, "edit": EDIT, "multi": MULT
 REMOVE = object()
 
 
-@pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    async with in_process_gateway(tmp_path, max_body_bytes=MAX_BODY) as gateway:
-        yield gateway
+# Rejections change nothing, so they share one in-process gateway (and event loop) per module;
+# every case still checks that nothing was stored and nothing reached WaveSpeed.
+module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+    async with in_process_gateway(tmp_path_factory.mktemp("refusing"), max_body_bytes=MAX_BODY) as g:
+        yield g
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(gw: Gateway) -> TenantHandle:
     return await gw.new_tenant()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def accepting(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TenantHandle]:
+    """A second gateway for requests that are accepted (they create jobs)."""
+    async with in_process_gateway(tmp_path_factory.mktemp("accepting"), max_body_bytes=MAX_BODY) as g:
+        yield await g.new_tenant()
 
 
 def sim_of(gateway: Gateway) -> Sim:
@@ -204,6 +216,7 @@ bad("no-model-no-prompt", {"seed": 1}, "model", "prompt")
 bad("empty-object", {}, "model", "prompt")
 
 
+@module_loop
 @pytest.mark.parametrize(("body", "fields"), [c[1:] for c in BAD], ids=[c[0] for c in BAD])
 async def test_bad_input_is_422_naming_every_wrong_field(
     gw: Gateway, client: TenantHandle, body: Any, fields: set[str]
@@ -215,6 +228,7 @@ async def test_bad_input_is_422_naming_every_wrong_field(
     assert sim_of(gw).state.requests == []
 
 
+@module_loop
 @pytest.mark.parametrize("raw", [b"null", b"[]", b'"x"', b"3"])
 async def test_a_body_that_is_not_an_object_is_422(gw: Gateway, client: TenantHandle, raw: bytes) -> None:
     response = await client.client.post(
@@ -244,9 +258,10 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+@module_loop
 @pytest.mark.parametrize("body", [c[1] for c in GOOD], ids=[c[0] for c in GOOD])
-async def test_edge_values_are_accepted(gw: Gateway, client: TenantHandle, body: dict[str, Any]) -> None:
-    response = await client.client.post("/v1/jobs", json=body)
+async def test_edge_values_are_accepted(accepting: TenantHandle, body: dict[str, Any]) -> None:
+    response = await accepting.client.post("/v1/jobs", json=body)
     assert response.status_code == 202, response.text
     job = response.json()
     for name in ("seed", "guidance_scale", "aspect_ratio", "safety_tolerance", "enable_safety_checker"):
@@ -256,13 +271,15 @@ async def test_edge_values_are_accepted(gw: Gateway, client: TenantHandle, body:
         assert name not in job["inputs"]
 
 
-async def test_seed_integral_float_is_sent_as_an_integer(gw: Gateway, client: TenantHandle) -> None:
-    response = await client.client.post("/v1/jobs", json=with_(T2I_MAX, seed=7.0))
+@module_loop
+async def test_seed_integral_float_is_sent_as_an_integer(accepting: TenantHandle) -> None:
+    response = await accepting.client.post("/v1/jobs", json=with_(T2I_MAX, seed=7.0))
     inputs = response.json()["inputs"]
     assert inputs["seed"] == 7 and isinstance(inputs["seed"], int)
     assert isinstance(inputs["guidance_scale"], float)
 
 
+@module_loop
 @pytest.mark.parametrize(
     "raw",
     [b"{", b'{"model": "flux-kontext-max",}', b"not json", b"", b"\xff\xfe{}", b'{"a": NaN'],
@@ -276,6 +293,7 @@ async def test_malformed_json_is_400(gw: Gateway, client: TenantHandle, raw: byt
     assert sim_of(gw).state.requests == []
 
 
+@module_loop
 async def test_non_finite_numbers_are_refused(gw: Gateway, client: TenantHandle) -> None:
     raw = b'{"model": "flux-kontext-max", "prompt": "x", "guidance_scale": NaN, "seed": Infinity}'
     response = await client.client.post(
@@ -291,6 +309,7 @@ def big_body() -> bytes:
     return json.dumps(with_(T2I_MAX, prompt="x" * (MAX_BODY + 100))).encode()
 
 
+@module_loop
 async def test_body_over_the_limit_with_content_length_is_413(gw: Gateway, client: TenantHandle) -> None:
     body = big_body()
     response = await client.client.post(
@@ -301,6 +320,7 @@ async def test_body_over_the_limit_with_content_length_is_413(gw: Gateway, clien
     assert sim_of(gw).state.requests == []
 
 
+@module_loop
 async def test_body_over_the_limit_chunked_is_413(gw: Gateway, client: TenantHandle) -> None:
     body = big_body()
 
@@ -319,7 +339,8 @@ async def test_body_over_the_limit_chunked_is_413(gw: Gateway, client: TenantHan
     assert sim_of(gw).state.requests == []
 
 
-async def test_body_just_under_the_limit_is_read(gw: Gateway, client: TenantHandle) -> None:
+@module_loop
+async def test_body_just_under_the_limit_is_read(accepting: TenantHandle) -> None:
     body = json.dumps(with_(T2I_MAX, metadata={"pad": "p" * 100})).encode()
     assert len(body) < MAX_BODY
 
@@ -327,7 +348,7 @@ async def test_body_just_under_the_limit_is_read(gw: Gateway, client: TenantHand
         for start in range(0, len(body), 50):
             yield body[start:start + 50]
 
-    response = await client.client.post(
+    response = await accepting.client.post(
         "/v1/jobs", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 202, response.text
@@ -361,6 +382,7 @@ async def test_body_limit_over_real_sockets(gateway_factory: GatewayFactory, sim
     assert [job["id"] for job in listed.json()["data"]] == [ok.json()["id"]]
 
 
+@module_loop
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
@@ -393,11 +415,13 @@ async def test_missing_or_unknown_key_is_401(
     assert sim_of(gw).state.requests == []
 
 
+@module_loop
 async def test_bad_input_without_a_key_is_401_not_422(gw: Gateway) -> None:
     response = await gw.client.post("/v1/jobs", json={"model": "nope"})
     assert_error_shape(response, 401, "missing_api_key")
 
 
+@module_loop
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
@@ -416,11 +440,13 @@ async def test_unknown_routes_answer_in_the_error_shape(
     assert_error_shape(response, status)
 
 
+@module_loop
 async def test_unknown_job_is_404_in_the_error_shape(gw: Gateway, client: TenantHandle) -> None:
     response = await client.client.get("/v1/jobs/job_0000000000zzzzzzzzzzzzzzzz")
     assert_error_shape(response, 404, "job_not_found")
 
 
+@module_loop
 @pytest.mark.parametrize(
     "key", ["", "k" * 256, "with\nnewline", "tab\there"], ids=["empty", "too-long", "newline", "tab"]
 )

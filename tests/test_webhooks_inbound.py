@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.runner import bind
+from gateway.simulator import SimulatorConfig, create_simulator_app
 from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle
 from tests.helpers import (
+    HoldSubmitAnswers,
     created_for,
     metric_value,
     prediction_body,
@@ -29,6 +35,7 @@ from tests.helpers import (
     wait_until,
     wavespeed_signed,
 )
+from tests.servers import reserve_port, serve_on
 
 PRO = {"model": "flux-kontext-pro", "prompt": "a fox in the snow"}
 FAST = {"webhook_grace_seconds": 0.2, "poll_interval_seconds": 0.2}
@@ -454,3 +461,99 @@ async def test_job_adopted_in_flight_is_polled_when_the_terminal_webhook_is_lost
         ("queued", "api"), (expected, "webhook"), ("completed", "poll"),
     ]
     assert len(submits_for(simulator, job_id)) == 1
+
+
+@contextlib.asynccontextmanager
+async def held_simulator(
+    sock: Any = None, url: str | None = None
+) -> AsyncIterator[tuple[Sim, HoldSubmitAnswers]]:
+    """A second simulator (same key and secret as the fixture's), its submit answers holdable."""
+    if sock is None:
+        sock, url = reserve_port()
+    assert url is not None
+    config = SimulatorConfig(public_url=url)
+    app = create_simulator_app(config)
+    hold = HoldSubmitAnswers(app)
+    served = await serve_on(hold, sock, url)
+    try:
+        yield Sim(url, config, app.state.simulator, served), hold
+    finally:
+        hold.release.set()
+        await served.stop()
+
+
+async def test_submit_timeout_is_never_resent_and_the_webhook_adopts_it(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with held_simulator() as (sim, hold):
+        gateway = await gateway_factory(wavespeed_base_url=sim.url, upstream_timeout_seconds=0.3)
+        tenant = await gateway.new_tenant()
+        hold.holding = True
+        response = await tenant.client.post("/v1/jobs", json=PRO)
+        job_id = response.json()["id"]
+        await wait_until(lambda: hold.held == 1, 5, what="the submit")
+        await asyncio.sleep(0.8)  # past the client's timeout, and time for a wrongful retry
+        assert len(submits_for(sim, job_id)) == 1
+        assert (await tenant.client.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued"
+        hold.holding = False
+        hold.release.set()
+        job = await wait_job(tenant.client, job_id)
+        assert job["status"] == "completed"
+        assert [(e["to"], e["source"]) for e in job["events"]] == [
+            ("queued", "api"), ("completed", "webhook"),
+        ]
+        assert len(submits_for(sim, job_id)) == 1
+        assert len(created_for(sim, job_id)) == 1
+
+
+async def test_connection_refused_is_retried_until_wavespeed_is_back(
+    gateway_factory: GatewayFactory,
+) -> None:
+    sock, url = reserve_port()
+    sock.close()  # nothing listens there: every connection is refused before anything is sent
+    gateway = await gateway_factory(wavespeed_base_url=url, submit_retry_seconds=0.1)
+    tenant = await gateway.new_tenant()
+    response = await tenant.client.post("/v1/jobs", json=PRO)
+    job_id = response.json()["id"]
+    await asyncio.sleep(0.5)
+    job = (await tenant.client.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "queued"
+    async with held_simulator(bind("127.0.0.1", int(url.rsplit(":", 1)[1])), url) as (sim, _):
+        job = await wait_job(tenant.client, job_id)
+        assert job["status"] == "completed"
+        assert [e["to"] for e in job["events"]] == ["queued", "submitted", "completed"]
+        assert len(submits_for(sim, job_id)) == 1
+
+
+async def test_connect_timeout_is_retried_until_wavespeed_is_back(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A connection that never gets established sent nothing: safe to retry, unlike a timeout
+    waiting for the answer."""
+    listener = bind("127.0.0.1", 0)
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    fillers = []  # fill the accept queue: further connection attempts hang
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        gateway = await gateway_factory(
+            wavespeed_base_url=url, upstream_timeout_seconds=0.3, submit_retry_seconds=0.1
+        )
+        tenant = await gateway.new_tenant()
+        job_id = (await tenant.client.post("/v1/jobs", json=PRO)).json()["id"]
+        await asyncio.sleep(0.8)
+        assert (await tenant.client.get(f"/v1/jobs/{job_id}")).json()["status"] == "queued"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    async with held_simulator(bind("127.0.0.1", port), url) as (sim, _):
+        job = await wait_job(tenant.client, job_id)
+        assert job["status"] == "completed", job
+        assert len(submits_for(sim, job_id)) == 1

@@ -1,0 +1,205 @@
+"""The SQLite store on a real file: group commit (many scripts, few commits), each script in
+its own savepoint (one failure undoes only itself), reads see every acknowledged write, close
+commits what is queued, and migrations apply once (also through ``gateway migrate``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.ids import new_id
+from gateway.store import Job
+from gateway.store.migrations import LATEST, MIGRATIONS
+from gateway.store.sqlite import SQLiteStore
+from gateway.tenancy import create_tenant
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(str(tmp_path / "store.db"))
+    await s.open()
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def new_tenant(store: SQLiteStore) -> str:
+    tenant = await store.write(create_tenant(f"t-{new_id('x')}", {}, time.time()))
+    return tenant.id
+
+
+def make_job(tenant_id: str, prompt: str = "x") -> Job:
+    now = time.time()
+    return Job(
+        id=new_id("job"), tenant_id=tenant_id, model="flux-kontext-pro", task="text-to-image",
+        wavespeed_id="wavespeed-ai/flux-kontext-pro/text-to-image", status="queued",
+        inputs={"prompt": prompt}, price_micros=40_000, created_at=now, updated_at=now,
+    )
+
+
+def insert(job: Job, fail: bool = False) -> Any:
+    def script(tx: Any) -> str:
+        tx.insert_job(job)
+        tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
+        if fail:
+            raise Boom(job.id)  # after writing: the savepoint must undo both rows
+        return job.id
+
+    return script
+
+
+async def test_many_concurrent_writes_commit_in_fewer_batches(store: SQLiteStore) -> None:
+    tenant_id = await new_tenant(store)
+    jobs = [make_job(tenant_id, f"p{i}") for i in range(300)]
+    batches, scripts = store.batches, store.scripts
+    results = await asyncio.gather(*(store.write(insert(job)) for job in jobs))
+    assert results == [job.id for job in jobs]
+    assert store.scripts - scripts == 300
+    assert 1 <= store.batches - batches < 300 // 10
+    for job in jobs[::37]:
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.inputs == job.inputs
+
+
+async def test_one_failing_script_does_not_undo_the_others_in_its_batch(store: SQLiteStore) -> None:
+    tenant_id = await new_tenant(store)
+    jobs = [make_job(tenant_id, f"p{i}") for i in range(9)]
+    batches = store.batches
+    results = await asyncio.gather(
+        *(store.write(insert(job, fail=(i == 4))) for i, job in enumerate(jobs)),
+        return_exceptions=True,
+    )
+    assert store.batches - batches == 1, "the scripts were meant to share one commit"
+    assert isinstance(results[4], Boom)
+    assert [r for i, r in enumerate(results) if i != 4] == [j.id for i, j in enumerate(jobs) if i != 4]
+    for i, job in enumerate(jobs):
+        stored = await store.get_job(job.id)
+        events = await store.get_events(job.id)
+        if i == 4:
+            assert stored is None and events == []
+        else:
+            assert stored is not None and len(events) == 1
+
+
+async def test_a_script_that_raises_alone_commits_nothing_and_the_store_goes_on(
+    store: SQLiteStore,
+) -> None:
+    tenant_id = await new_tenant(store)
+    job = make_job(tenant_id)
+    with pytest.raises(Boom):
+        await store.write(insert(job, fail=True))
+    assert await store.get_job(job.id) is None
+    assert await store.write(insert(job)) == job.id
+    assert await store.get_job(job.id) is not None
+
+
+async def test_a_constraint_violation_fails_only_its_own_script(store: SQLiteStore) -> None:
+    tenant_id = await new_tenant(store)
+    job = make_job(tenant_id)
+    await store.write(insert(job))
+    twin, other = make_job(tenant_id), make_job(tenant_id)
+    twin.id = job.id
+    results = await asyncio.gather(
+        store.write(insert(twin)), store.write(insert(other)), return_exceptions=True
+    )
+    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert results[1] == other.id
+    assert await store.get_job(other.id) is not None
+
+
+async def test_every_acknowledged_write_is_visible_to_reads(store: SQLiteStore) -> None:
+    tenant_id = await new_tenant(store)
+    for i in range(40):
+        job = make_job(tenant_id, f"p{i}")
+        await store.write(insert(job))
+        stored = await store.get_job(job.id)
+        assert stored is not None, i
+        status = "submitted" if i % 2 else "cancelled"
+
+        def update(tx: Any, job_id: str = job.id, status: str = status) -> None:
+            tx.update_job(job_id, status=status, upstream_id=f"up-{job_id}")
+
+        await store.write(update)
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.status == status and stored.upstream_id == f"up-{job.id}"
+    listed = await store.list_jobs(tenant_id, status=None, model=None, limit=100, before_id=None)
+    assert len(listed) == 40
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    path = str(tmp_path / "close.db")
+    store = SQLiteStore(path)
+    await store.open()
+    await store.migrate()
+    tenant_id = await new_tenant(store)
+    jobs = [make_job(tenant_id, f"p{i}") for i in range(50)]
+    writes = [asyncio.ensure_future(store.write(insert(job))) for job in jobs]
+    await asyncio.sleep(0)  # the writes are queued
+    await store.close()
+    assert [w.result() for w in writes] == [job.id for job in jobs]
+    with pytest.raises(RuntimeError):
+        await store.write(insert(make_job(tenant_id)))
+
+    reopened = SQLiteStore(path)
+    await reopened.open()
+    try:
+        assert await reopened.migrate() == []
+        for job in jobs:
+            assert await reopened.get_job(job.id) is not None
+    finally:
+        await reopened.close()
+
+
+async def test_migrations_apply_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "m.db")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert await store.schema_version() == 0
+        assert await store.migrate() == [v for v, _, _ in MIGRATIONS]
+        assert await store.schema_version() == LATEST
+        assert await store.migrate() == []
+        assert await asyncio.gather(store.migrate(), store.migrate()) == [[], []]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, LATEST + 1))
+
+
+async def test_gateway_migrate_is_idempotent(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["GATEWAY_DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    async def migrate() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "migrate", cwd=ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        return out.decode().strip()
+
+    first = await migrate()
+    assert first == f"applied migrations: {[v for v, _, _ in MIGRATIONS]}"
+    assert await migrate() == "schema is up to date"
+    assert await migrate() == "schema is up to date"
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        count = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
+    assert count == LATEST
