@@ -16,6 +16,11 @@ def _base32(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
+def id_floor(prefix: str, at: float) -> str:
+    """The smallest id ``new_id(prefix)`` can make at time ``at``: ids below it are older."""
+    return f"{prefix}_{_base32(int(at * 1000), 10)}{'0' * 16}"
+
+
 def new_id(prefix: str) -> str:
     """``prefix_`` + 10 chars of milliseconds + 16 random chars (a ULID in lower case)."""
     millis = time.time_ns() // 1_000_000

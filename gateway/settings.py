@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     callback_max_concurrency_per_endpoint: int = Field(default=4, ge=1)
     # How often the deliverer looks for due callbacks that no commit in this process announced.
     callback_poll_seconds: float = Field(default=1.0, gt=0)
+    # Delivered and dead-lettered callbacks (with their attempts) are kept this long for
+    # listing and redelivery, then deleted.
+    callback_retention_days: float = Field(default=30.0, gt=0)
 
     @field_validator("wavespeed_base_url", "public_url")
     @classmethod

@@ -19,9 +19,9 @@ from gateway.callbacks import signing
 from gateway.callbacks.deliverer import Deliverer
 from gateway.callbacks.retry import RetryPolicy, parse_retry_after
 from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, IPAddress, parse_legacy_ipv4
-from gateway.ids import new_id
+from gateway.ids import id_floor, new_id
 from gateway.settings import Settings, SettingsError, load_settings
-from gateway.store.callbacks import WebhookMessage
+from gateway.store.callbacks import MessageQuery, WebhookAttempt, WebhookMessage
 from gateway.store.sqlite import SQLiteStore
 from gateway.tenancy import create_tenant
 from tests.callback_receiver import Receiver
@@ -301,4 +301,39 @@ async def test_deliverer_checks_each_attempt_and_connects_to_the_checked_address
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await receiver.stop()
+        await store.close()
+
+
+async def test_old_delivered_and_dead_messages_are_pruned_pending_ones_kept(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "gateway.db"), readers=1)
+    await store.open()
+    try:
+        await store.migrate()
+        now = time.time()
+        old = now - 40 * 86400
+
+        def message(suffix: str, at: float, status: str) -> WebhookMessage:
+            return WebhookMessage(
+                id=id_floor("msg", at)[:-1] + suffix, tenant_id="ten_x", endpoint_id=None,
+                url="http://10.0.0.1/", target="t", job_id="job_x", event_type="job.completed",
+                payload="{}", event_at=at, created_at=at, status=status,
+                next_attempt_at=at if status == "pending" else None,
+            )
+
+        rows = [message("1", old, "delivered"), message("2", old, "dead"),
+                message("3", old, "pending"), message("4", now, "delivered")]
+
+        def insert(tx: Any) -> None:
+            for row in rows:
+                tx.insert_webhook_message(row)
+                tx.insert_webhook_attempt(WebhookAttempt(row.id, 1, row.created_at, 5, 500, None, None))
+
+        await store.write(insert)
+        deliverer = Deliverer(store, CallbackUrlPolicy(DEFAULT_NETWORKS), RetryPolicy([0]))
+        assert await deliverer.prune(now - 30 * 86400) == 2
+        kept = [m.id for m in await store.list_webhook_messages(MessageQuery(limit=10))]
+        assert sorted(kept) == sorted([rows[2].id, rows[3].id])
+        attempts = await store.webhook_attempts([r.id for r in rows])
+        assert [len(attempts[r.id]) for r in rows] == [0, 0, 1, 1]
+    finally:
         await store.close()

@@ -56,6 +56,7 @@ def build_callbacks(
         max_concurrency=settings.callback_max_concurrency,
         per_endpoint=settings.callback_max_concurrency_per_endpoint,
         poll_seconds=settings.callback_poll_seconds, clock=clock, on_result=on_result,
+        retention_seconds=settings.callback_retention_days * 24 * 3600,
     )
     service = CallbackService(store, policy, wake=deliverer.wake, clock=clock)
 

@@ -12,6 +12,7 @@ schedules the next one or gives up (dead letter).
   honoured; a 410 disables the endpoint and dead-letters what was pending for it.
 - Woken by commits that wrote messages (``on_commit``) and by redeliveries; otherwise it looks
   every ``poll_seconds`` (other processes, and the retry schedule).
+- Hourly, delivered and dead messages older than ``retention_seconds`` are deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gateway.callbacks import signing
 from gateway.callbacks.outbox import event_type
 from gateway.callbacks.retry import RetryPolicy, parse_retry_after
 from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, CheckedUrl, literal_address
+from gateway.ids import id_floor
 from gateway.jobs import Transition
 from gateway.store import Store, Tx
 from gateway.store.callbacks import WebhookAttempt, WebhookMessage
@@ -43,6 +45,8 @@ log = structlog.get_logger(__name__)
 # leave time for recording the result before another process may take the message over.
 LEASE_MARGIN_SECONDS = 5.0
 RESPONSE_SNIPPET_BYTES = 1024
+PRUNE_EVERY_SECONDS = 3600.0
+PRUNE_BATCH = 1000
 USER_AGENT = "kontext-gateway-callbacks/1"
 
 ResultListener = Callable[[str, float | None], None]  # (result, lag seconds of a delivery)
@@ -92,6 +96,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         on_result: ResultListener = lambda result, lag: None,
         transport: httpx.AsyncBaseTransport | None = None,
+        retention_seconds: float | None = None,
     ) -> None:
         self.store = store
         self._policy = policy
@@ -107,6 +112,8 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._in_flight: dict[asyncio.Task[None], Delivery] = {}
+        self._retention = retention_seconds
+        self._next_prune = 0.0  # monotonic; the first pass prunes
 
     # -- waking ------------------------------------------------------------------------------
 
@@ -132,6 +139,7 @@ class Deliverer:
             self._wake.clear()
             claimed = 0
             try:
+                await self._prune_when_due()
                 claimed = await self._claim_due()
                 wait = await self._until_next(claimed)
             except Exception:
@@ -160,6 +168,29 @@ class Deliverer:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    # -- retention ---------------------------------------------------------------------------
+
+    async def _prune_when_due(self) -> None:
+        if self._retention is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+        pruned = await self.prune(self._clock() - self._retention)
+        if pruned:
+            log.info("callbacks_pruned", messages=pruned)
+
+    async def prune(self, before: float) -> int:
+        """Delete delivered and dead messages created before ``before``, a batch per
+        transaction so that other writes interleave."""
+        bound = id_floor("msg", before)
+        total = 0
+        while True:
+            count = await self.store.write(
+                lambda tx: tx.prune_webhook_messages(bound, PRUNE_BATCH)
+            )
+            total += count
+            if count < PRUNE_BATCH:
+                return total
 
     # -- claiming ----------------------------------------------------------------------------
 

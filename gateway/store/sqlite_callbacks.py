@@ -170,6 +170,21 @@ class CallbackTx:
         )
         return cursor.rowcount
 
+    def prune_webhook_messages(self, before_id: str, limit: int) -> int:
+        """Delete up to ``limit`` delivered or dead messages older than ``before_id`` (ids are
+        time-ordered, so this walks the primary key), with their attempts."""
+        ids = [
+            r[0] for r in self.conn.execute(
+                "SELECT id FROM webhook_messages WHERE id < ? AND status != 'pending' "
+                "ORDER BY id LIMIT ?", (before_id, limit),
+            ).fetchall()
+        ]
+        if ids:
+            marks = ", ".join("?" for _ in ids)
+            self.conn.execute(f"DELETE FROM webhook_attempts WHERE message_id IN ({marks})", ids)
+            self.conn.execute(f"DELETE FROM webhook_messages WHERE id IN ({marks})", ids)
+        return len(ids)
+
     def requeue_dead(
         self, tenant_id: str, endpoint_id: str | None, since: float, now: float
     ) -> int:
