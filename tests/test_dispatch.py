@@ -1,0 +1,93 @@
+"""The dispatcher as tenants see it: never more than GATEWAY_UPSTREAM_MAX_CONCURRENCY jobs at
+WaveSpeed, each freed slot taken by the next tenant in turn (one tenant's burst cannot starve
+another), and a cancelled job that was waiting never sent."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
+from tests.helpers import wait_until
+
+PRO: dict[str, Any] = {"model": "flux-kontext-pro", "prompt": "a fox"}
+
+
+def sim_of(gateway: Gateway) -> Sim:
+    sim: Sim = gateway.simulator  # type: ignore[attr-defined]
+    return sim
+
+
+def submitted_ids(sim: Sim) -> list[str]:
+    return [r.query["webhook"].rsplit("/", 1)[1] for r in sim.submits()]
+
+
+async def post(tenant: TenantHandle, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = await tenant.client.post("/v1/jobs", json=PRO)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+async def test_the_concurrency_limit_holds_under_a_burst(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path, upstream_max_concurrency=3) as gateway:
+        sim = sim_of(gateway)
+        sim.config.faults.paused = True
+        tenant = await gateway.new_tenant()
+        ids = await asyncio.gather(*(post(tenant, 1) for _ in range(10)))
+        await wait_until(lambda: len(sim.submits()) == 3, 5, what="three submits")
+        await asyncio.sleep(0.3)
+        assert len(sim.submits()) == 3
+        listed = (await tenant.client.get("/v1/jobs?limit=100")).json()["data"]
+        assert sorted(job["status"] for job in listed) == ["queued"] * 7 + ["submitted"] * 3
+        assert len(ids) == 10
+
+        # Each slot freed (here by cancelling) lets exactly one more job go.
+        in_flight = submitted_ids(sim)
+        await tenant.client.post(f"/v1/jobs/{in_flight[0]}/cancel")
+        await wait_until(lambda: len(sim.submits()) == 4, 5, what="a fourth submit")
+        await asyncio.sleep(0.2)
+        assert len(sim.submits()) == 4
+
+
+async def test_a_burst_from_one_tenant_does_not_starve_the_others(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path, upstream_max_concurrency=1) as gateway:
+        sim = sim_of(gateway)
+        sim.config.faults.paused = True
+        a, b, c = [await gateway.new_tenant(f"fair-{n}") for n in "abc"]
+        owner: dict[str, TenantHandle] = {}
+        first = await post(a, 1)
+        await wait_until(lambda: len(sim.submits()) == 1, 5, what="the first submit")
+        for tenant, count in ((a, 5), (b, 2), (c, 1)):
+            for job_id in await post(tenant, count):
+                owner[job_id] = tenant
+        owner[first[0]] = a
+
+        order: list[str] = []
+        for step in range(9):
+            current = submitted_ids(sim)[-1]
+            order.append(owner[current].name[-1])
+            response = await owner[current].client.post(f"/v1/jobs/{current}/cancel")
+            assert response.status_code == 200, response.text
+            if step < 8:
+                await wait_until(lambda n=step: len(sim.submits()) == n + 2, 5, what="the next submit")
+        assert order == ["a", "a", "b", "c", "a", "b", "a", "a", "a"]
+        assert len(set(submitted_ids(sim))) == 9
+
+
+async def test_a_cancelled_waiting_job_is_never_sent(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path, upstream_max_concurrency=1) as gateway:
+        sim = sim_of(gateway)
+        sim.config.faults.paused = True
+        tenant = await gateway.new_tenant()
+        [running] = await post(tenant, 1)
+        await wait_until(lambda: len(sim.submits()) == 1, 5, what="the first submit")
+        waiting = await post(tenant, 3)
+        cancelled = await tenant.client.post(f"/v1/jobs/{waiting[0]}/cancel")
+        assert cancelled.json()["status"] == "cancelled"
+        await tenant.client.post(f"/v1/jobs/{running}/cancel")
+        await wait_until(lambda: len(sim.submits()) == 2, 5, what="the next submit")
+        assert submitted_ids(sim) == [running, waiting[1]]
