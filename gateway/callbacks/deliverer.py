@@ -205,6 +205,9 @@ class Deliverer:
         deliveries, dead = await self.store.write(self._claim(now, free))
         for _ in range(dead):
             self._on_result("dead_lettered", None)
+        if self._stopping:  # stop() began while we were claiming: hand these straight back
+            await self.store.write(_release(deliveries, self._clock()))
+            return 0
         for delivery in deliveries:
             task = asyncio.create_task(
                 self.deliver_callback(delivery), name=f"callback-{delivery.message.id}"
@@ -269,10 +272,15 @@ class Deliverer:
     # -- one attempt -------------------------------------------------------------------------
 
     async def deliver_callback(self, delivery: Delivery) -> None:
-        """Send one attempt of a claimed message and record what came of it."""
-        outcome = await self._attempt(delivery)
-        results = await self.store.write(self._record(delivery, outcome, self._clock()))
+        """Send one attempt of a claimed message and record what came of it. Should recording
+        fail, the claim's lease runs out and the message is sent again: never lost."""
         message = delivery.message
+        try:
+            outcome = await self._attempt(delivery)
+            results = await self.store.write(self._record(delivery, outcome, self._clock()))
+        except Exception:
+            log.exception("callback_attempt_crashed", message_id=message.id)
+            return
         log.info(
             "callback_attempt", message_id=message.id, endpoint_id=message.endpoint_id,
             job_id=message.job_id, event_type=message.event_type, status_code=outcome.status_code,
@@ -307,6 +315,9 @@ class Deliverer:
             return failed(f"no answer within {self._timeout:g} s")
         except httpx.HTTPError as exc:
             return failed(_describe(exc))
+        except Exception as exc:  # unforeseen: still a failed attempt, so the schedule ends
+            log.exception("callback_attempt_failed_unexpectedly", message_id=delivery.message.id)
+            return failed(f"could not send: {type(exc).__name__}")
         status, snippet, retry_after = response
         return Outcome(
             started, int((time.monotonic() - t0) * 1000), status_code=status, response=snippet,
