@@ -216,6 +216,8 @@ def create_app(
             applied = await store.migrate()
             if applied:
                 log.info("migrations_applied", versions=applied)
+            # A second start of the same app (tests do it) must not keep the last start's store.
+            metrics.refreshers.clear()
             svc = build_services(settings, store, http, clock, metrics)
             app.state.services = svc
             await svc.dispatcher.recover()

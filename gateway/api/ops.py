@@ -1,13 +1,23 @@
-"""Operations routes: /healthz (the process answers), /readyz (the store is usable), /v1/models."""
+"""Operations routes: /healthz (the process answers), /readyz (the store is usable),
+/openapi.json (the HTTP surface, openapi/openapi.yaml), /v1/models."""
 
 from __future__ import annotations
 
+import functools
+import json
+from pathlib import Path
+
+import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import json_response, services, tenant
+from gateway.errors import ServiceUnavailable
 from gateway.store.migrations import LATEST
+
+# Beside the package in a checkout and in the image (Dockerfile copies openapi/ next to gateway/).
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.yaml"
 
 
 async def healthz(request: Request) -> Response:
@@ -31,6 +41,23 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready", "schema_version": LATEST})
 
 
+@functools.cache
+def openapi_json(path: Path = OPENAPI_PATH) -> bytes:
+    """The hand-written document as JSON, read once."""
+    with path.open(encoding="utf-8") as source:
+        return json.dumps(yaml.safe_load(source)).encode()
+
+
+async def openapi(request: Request) -> Response:
+    try:
+        body = openapi_json()
+    except OSError:
+        raise ServiceUnavailable(
+            f"the OpenAPI document is not installed ({OPENAPI_PATH})", code="openapi_missing"
+        ) from None
+    return Response(body, media_type="application/json")
+
+
 async def models(request: Request) -> Response:
     await tenant(request)
     return json_response({"data": services(request).catalog.describe()})
@@ -39,5 +66,6 @@ async def models(request: Request) -> Response:
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
 ]
