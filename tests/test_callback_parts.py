@@ -337,3 +337,49 @@ async def test_old_delivered_and_dead_messages_are_pruned_pending_ones_kept(tmp_
         assert [len(attempts[r.id]) for r in rows] == [0, 0, 1, 1]
     finally:
         await store.close()
+
+
+async def test_two_processes_never_send_the_same_attempt(tmp_path: Path) -> None:
+    """Two deliverers on one database (two stores: what two gateway processes share) each
+    claim in the store: every message is sent once."""
+    path = str(tmp_path / "gateway.db")
+    stores = [SQLiteStore(path, readers=1), SQLiteStore(path, readers=1)]
+    for store in stores:
+        await store.open()
+    await stores[0].migrate()
+    receiver = await Receiver().start()
+    deliverers = [
+        Deliverer(store, CallbackUrlPolicy(DEFAULT_NETWORKS), RetryPolicy([0]), timeout=2,
+                  poll_seconds=0.02, per_endpoint=8)
+        for store in stores
+    ]
+    runners = [asyncio.create_task(d.run()) for d in deliverers]
+    try:
+        tenant = await stores[0].write(create_tenant("twins", {}, time.time()))
+        receiver.secrets = [tenant.webhook_secret]
+        now = time.time()
+        ids = [new_id("msg") for _ in range(20)]
+
+        def insert(tx: Any) -> None:
+            for message_id in ids:
+                tx.insert_webhook_message(WebhookMessage(
+                    id=message_id, tenant_id=tenant.id, endpoint_id=None,
+                    url=f"{receiver.url}/cb", target="t", job_id="job_x",
+                    event_type="job.completed", payload="{}", event_at=now, created_at=now,
+                    next_attempt_at=now,
+                ))
+
+        await stores[1].write(insert)
+        for d in deliverers:
+            d.wake()
+        await receiver.wait_for(20)
+        await asyncio.sleep(0.3)
+        assert sorted(d.webhook_id for d in receiver.deliveries) == sorted(ids)
+        receiver.assert_all_verified()
+    finally:
+        for d in deliverers:
+            await d.stop(1)
+        await asyncio.gather(*runners, return_exceptions=True)
+        await receiver.stop()
+        for store in stores:
+            await store.close()
