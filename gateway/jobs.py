@@ -26,12 +26,14 @@ from gateway.normalize import JobRequest, parse_job_request
 from gateway.states import TERMINAL, can_transition, is_terminal
 from gateway.store import Idempotency, Job, JobEvent, Store, Tx
 from gateway.tenancy import Principal
-from gateway.upstream import Prediction, WaveSpeedClient
+from gateway.upstream import Prediction, UpstreamRejected, WaveSpeedClient
 
 log = structlog.get_logger(__name__)
 
 MICROS = Decimal(1_000_000)
 MAX_IDEMPOTENCY_KEY = 255
+# WaveSpeed's answers to an upload that mean the image itself is unacceptable.
+_IMAGE_REFUSALS = frozenset({400, 413, 415, 422})
 
 
 def to_micros(usd: Decimal) -> int:
@@ -223,6 +225,16 @@ class JobService:
                         f"image-{index}.{extension}", image.content, image.content_type
                     )
                 )
+            except UpstreamRejected as exc:
+                if exc.upstream_status not in _IMAGE_REFUSALS:
+                    raise UpstreamError(
+                        f"could not upload images[{index}] to WaveSpeed: {exc.message}",
+                        code="upload_failed",
+                    ) from exc
+                # The image itself was refused (too large, not an image): the client's to fix.
+                raise InvalidRequest(
+                    [FieldError(f"images[{index}]", f"WaveSpeed refused the upload: {exc.message}")]
+                ) from exc
             except UpstreamError as exc:
                 raise UpstreamError(
                     f"could not upload images[{index}] to WaveSpeed: {exc.message}",

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import base64
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Gateway, Sim, TenantHandle
+from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
 from tests.helpers import submits_for, wait_job
 
 IMAGE_A = "https://images.example/a.png"
@@ -211,3 +212,36 @@ async def test_full_wavespeed_id_selects_the_same_endpoint(
     assert submit.json == {
         "prompt": "p", "guidance_scale": 3.5, "aspect_ratio": "1:1", "safety_tolerance": "2",
     }
+
+
+async def test_an_image_wavespeed_refuses_to_take_is_a_422_on_that_image(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        sim: Sim = gateway.simulator  # type: ignore[attr-defined]
+        sim.config.max_upload_bytes = 1000  # the whole multipart body
+        tenant = await gateway.new_tenant()
+        small = "data:image/png;base64," + base64.b64encode(b"s" * 50).decode()
+        large = "data:image/png;base64," + base64.b64encode(b"L" * 2000).decode()
+        response = await tenant.client.post(
+            "/v1/jobs",
+            json={"model": "flux-kontext-max", "prompt": "x", "images": [IMAGE_A, small, large]},
+        )
+        assert response.status_code == 422, response.text
+        [detail] = response.json()["error"]["details"]
+        assert detail["field"] == "images[2]"
+        assert "file too large" in detail["message"]
+        assert (await tenant.client.get("/v1/jobs")).json()["data"] == []
+        assert sim.submits() == []
+
+
+async def test_an_upload_wavespeed_fails_to_take_is_a_502(tmp_path: Path) -> None:
+    """Not the image's fault (here WaveSpeed refuses the gateway's own key): 502, no job."""
+    async with in_process_gateway(tmp_path, wavespeed_api_key="not-the-account-key") as gateway:
+        tenant = await gateway.new_tenant()
+        picture = "data:image/png;base64," + base64.b64encode(b"p" * 50).decode()
+        response = await tenant.client.post(
+            "/v1/jobs", json={"model": "flux-kontext-max", "prompt": "x", "images": [picture]}
+        )
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "upload_failed"
+        assert "not-the-account-key" not in response.text
+        assert (await tenant.client.get("/v1/jobs")).json()["data"] == []
