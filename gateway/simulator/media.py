@@ -58,8 +58,12 @@ async def create_upload(request: Request) -> Response:
         raise ApiError(400, "content_type: must be a string")
     content_type = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
     upload = sim.media.reserve(filename, content_type)
+    put_url = f"{sim.config.base_url()}/media/put/{upload.token}"
+    # The official SDK 2.x reads the nested ``upload`` instruction; the flat fields are kept
+    # for clients written against older answers.
     return ok({
-        "upload_url": f"{sim.config.base_url()}/media/put/{upload.token}",
+        "upload": {"method": "PUT", "url": put_url, "headers": {"Content-Type": content_type}},
+        "upload_url": put_url,
         "download_url": _download_url(sim, upload.name),
         "method": "PUT",
         "filename": filename,
