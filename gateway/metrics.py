@@ -179,7 +179,7 @@ class Metrics:
         )
         self.callback_lag = Histogram(
             "gateway_callback_lag_seconds",
-            "Time from a job's terminal event to the tenant callback's successful delivery.",
+            "Time from a job's transition to the successful delivery of its tenant callback.",
             buckets=LAG_BUCKETS, registry=r,
         )
         self.callbacks_pending = Gauge(
