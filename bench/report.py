@@ -44,6 +44,8 @@ class HttpFigure:
     server_busy: float  # fraction of one CPU the server under test used
     load_busy: float  # fraction of one CPU wrk used (well below 1: wrk kept up)
     simulator_busy: float | None  # full cycle: the simulator's share of the load CPU
+    others_busy: float  # share of the server CPU taken by other processes during the runs
+    others_load_busy: float  # the same on the load CPU (where wrk and the simulator run)
     runs: int
 
 
@@ -57,6 +59,8 @@ def http_figure(runs: list[LoadRun], server_of: Callable[[LoadRun], str]) -> Htt
         load_busy=median(r.load_cpu_seconds / r.seconds for r in runs),
         simulator_busy=median(r.cpu_busy("simulator") for r in runs)
         if key_is_full_cycle(server_of(runs[0])) else None,
+        others_busy=median(r.others_on_server_cpu for r in runs),
+        others_load_busy=median(r.others_on_load_cpu for r in runs),
         runs=len(runs),
     )
 

@@ -170,7 +170,7 @@ def _run(
             out = plan.profile_dir / f"{server.name}-c{connections}-{time.strftime('%H%M%S')}"
             stack.enter_context(profile.sampled(server.pid, out, seconds, plan.cpus.load))
         run = run_wrk(
-            server.url, body=body, connections=connections, seconds=seconds, cpu=plan.cpus.load,
+            server, body=body, connections=connections, seconds=seconds, cpu=plan.cpus.load,
             watch=servers, auth=auth, expect=expect,
         )
     settle(servers)

@@ -42,6 +42,18 @@ class Cpus:
         return f"servers under test on CPU {self.server}, load generators on CPU {self.load}"
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` spent busy so far, whoever ran on it (steal included: a VM's
+    neighbours are other load too)."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                return (sum(ticks[:8]) - idle) / _TICKS
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU of every thread of ``pid`` so far (10 ms resolution)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -55,6 +67,7 @@ class ServerProcess:
     url: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    cpu: int | None
 
     @property
     def pid(self) -> int:
@@ -111,7 +124,7 @@ def start_server(
             env={**os.environ, **(env(url) if env else {})}, cwd=Path(__file__).resolve().parent.parent,
         )
     sock.close()
-    server = ServerProcess(name, url, proc, log_path)
+    server = ServerProcess(name, url, proc, log_path, cpu)
     try:
         _wait_ready(server, ready_path)
     except BaseException:

@@ -23,7 +23,8 @@ def _http_rows(figures: dict[str, HttpFigure], transports: tuple[str, ...]) -> l
         rows.append((f"full-{transport}/1", f"full cycle, {transport}, 1 connection", "jobs/s"))
     lines = [
         f"{'':42} {'rate':>9} {'':6} {'spread':>6} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'CPU/req':>9} {'capacity':>9} {'srv busy':>8} {'wrk busy':>8} {'sim busy':>8}"
+        f"{'CPU/req':>9} {'capacity':>9} {'srv busy':>8} {'others':>7} {'wrk busy':>8} "
+        f"{'sim busy':>8}"
     ]
     for key, label, unit in rows:
         fig = figures.get(key)
@@ -32,7 +33,7 @@ def _http_rows(figures: dict[str, HttpFigure], transports: tuple[str, ...]) -> l
         lines.append(
             f"{label:42} {fig.per_second:9,.0f} {unit:6} {fig.spread:6.0%} {fig.p50_ms:8.2f} "
             f"{fig.p99_ms:8.2f} {fig.server_cpu_us:6.0f} us {1e6 / fig.server_cpu_us:9,.0f} "
-            f"{fig.server_busy:8.0%} "
+            f"{fig.server_busy:8.0%} {fig.others_busy:7.0%} "
             f"{fig.load_busy:8.0%} "
             + (f"{fig.simulator_busy:8.0%}" if fig.simulator_busy is not None else f"{'':8}")
         )
@@ -42,12 +43,17 @@ def _http_rows(figures: dict[str, HttpFigure], transports: tuple[str, ...]) -> l
 def _bound_notes(figures: dict[str, HttpFigure]) -> list[str]:
     notes = []
     for key, fig in figures.items():
-        if fig.simulator_busy is not None and fig.simulator_busy + fig.load_busy > 0.85:
-            notes.append(f"  note: {key}: the load CPU was nearly full (simulator + wrk): "
-                         "the simulator may have bounded this figure, not the gateway")
+        load_cpu = fig.load_busy + fig.others_load_busy + (fig.simulator_busy or 0.0)
+        if fig.simulator_busy is not None and load_cpu > 0.85:
+            notes.append(
+                f"  note: {key}: the load CPU was {load_cpu:.0%} busy (simulator "
+                f"{fig.simulator_busy:.0%}, wrk {fig.load_busy:.0%}, other processes "
+                f"{fig.others_load_busy:.0%}): the simulator may have bounded this figure")
         elif fig.server_busy < 0.85 and key.endswith("/64"):
+            cause = (f"other processes took {fig.others_busy:.0%} of it"
+                     if fig.others_busy > 0.1 else "waits (I/O, the peer) bounded it")
             notes.append(f"  note: {key}: the server used only {fig.server_busy:.0%} of its CPU "
-                         "at saturation: something else (other load, I/O, waits) bounded it")
+                         f"at saturation: {cause}")
     return notes
 
 
@@ -130,7 +136,8 @@ def render(document: dict[str, Any], figures: dict[str, HttpFigure], checks: dic
         out += [f"note: {note}" for note in meta["notes"]]
     if figures:
         out += ["", "HTTP (wrk, 1 thread). CPU/req: all threads of the server under test, from /proc;",
-                "capacity = 1 s / CPU per request (its rate with a whole CPU); busy = share of one CPU"]
+                "capacity = 1 s / CPU per request (its rate with a whole CPU); busy = share of one CPU;",
+                "others = share of the server's CPU taken by other processes meanwhile (noise)"]
         out += _http_rows(figures, transports)
         out += _bound_notes(figures)
         out += ["", "Added latency at low load (one connection, sequential requests, medians)"]
