@@ -4,7 +4,8 @@ A gateway and the simulator run on sockets; Prometheus scrapes the gateway every
 the scrape job of deploy/prometheus/prometheus.yml and evaluates deploy/prometheus/alerts.yml.
 Traffic covers every path the dashboard and the alerts look at: completed jobs, failed ones
 (WaveSpeed's failure, a submit answered 500, a 429 retried), a lost webhook found by polling,
-a forged webhook, a quota rejection and a tenant at its budget, a 502 answer.
+a forged webhook, a quota rejection and a tenant at its budget, a 502 answer (WaveSpeed
+refusing the gateway's key).
 
 Then every expression of the dashboard (Grafana's variables replaced by "all" and fixed
 windows) and every alert expression is evaluated through the HTTP API, and each must return
@@ -235,8 +236,9 @@ async def test_every_dashboard_and_alert_expression_returns_series(
     faults.rate_5xx = 0.0
     for created in unknown:
         await wait_job(team.client, created["id"], ("failed",))
-    # An image WaveSpeed refuses to take: the gateway answers 502.
-    simulator.config.max_upload_bytes = 8
+    # WaveSpeed no longer takes the gateway's key (it was rotated there): an image upload
+    # fails and the gateway answers 502. Last, since nothing reaches WaveSpeed after it.
+    simulator.config.api_key = "rotated-at-wavespeed"
     image = "data:image/png;base64," + base64.b64encode(b"0123456789abcdef").decode()
     upload = await team.client.post(
         "/v1/jobs", json={"model": "flux-kontext-max", "prompt": "p", "images": [image]}
