@@ -36,6 +36,9 @@ def _server(app: object, settings: Settings) -> uvicorn.Server:
         app,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
+        # uvicorn's own lines go through the root logger, which gateway.logs renders like the
+        # gateway's (JSON in production) instead of uvicorn's plain text handlers.
+        log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
