@@ -110,6 +110,14 @@ class JobWatch:
 
     def __init__(self) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Shutting down: wake every waiter now (they answer with the job as it is)."""
+        self.closed = True
+        for waiters in self._events.values():
+            for event in waiters:
+                event.set()
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[asyncio.Event]:
@@ -276,7 +284,7 @@ class JobService:
         (another process may have finished it)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
-        while not is_terminal(job.status):
+        while not is_terminal(job.status) and not self.watch.closed:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

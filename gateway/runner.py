@@ -12,8 +12,9 @@ import socket
 from collections.abc import Callable
 
 import uvicorn
+from starlette.applications import Starlette
 
-from gateway.app import create_app
+from gateway.app import Services, create_app
 from gateway.settings import Settings
 from gateway.simulator import SimulatorConfig, create_simulator_app
 
@@ -43,6 +44,18 @@ def _server(app: object, settings: Settings) -> uvicorn.Server:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
     )
     return uvicorn.Server(config)
+
+
+async def _release_waiters_at_exit(server: uvicorn.Server, app: Starlette) -> None:
+    """uvicorn lets open requests finish before the lifespan shutdown; one holding on ``wait``
+    would sit out the whole grace and then be cut off with a 500. Answer them at once instead
+    (202 with the job as it is: it is durable), and report not ready while draining."""
+    while not server.should_exit:  # noqa: ASYNC110 (uvicorn has no event)
+        await asyncio.sleep(0.05)
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.shutting_down = True
+        services.jobs.watch.close()
 
 
 async def serve(
@@ -75,15 +88,18 @@ async def serve(
             "wavespeed_api_key": sim_config.api_key,
             "wavespeed_webhook_secret": sim_config.webhook_secret,
         })
-    gateway = _server(create_app(settings), settings)
+    app = create_app(settings)
+    gateway = _server(app, settings)
     gateway_task = asyncio.create_task(gateway.serve(sockets=[gateway_socket]))
     while not gateway.started and not gateway_task.done():  # noqa: ASYNC110 (uvicorn has no event)
         await asyncio.sleep(0.02)
     if gateway.started and on_ready is not None:
         on_ready(settings, simulator_url)
+    draining = asyncio.create_task(_release_waiters_at_exit(gateway, app))
     try:
         await gateway_task
     finally:
+        draining.cancel()
         if simulator is not None and simulator_task is not None:
             simulator.should_exit = True
             await simulator_task

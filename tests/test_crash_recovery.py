@@ -359,3 +359,31 @@ async def test_sigterm_lets_a_submit_in_flight_finish(
         [done] = await all_completed(client, [job_id], 30)
     assert [e["to"] for e in done["events"]][:2] == ["queued", "submitted"]
     assert_sent_once(sim, [job_id])
+
+
+async def test_sigterm_answers_requests_waiting_on_a_job_at_once(
+    gateway_process: GatewayProcess, upstream: Upstream
+) -> None:
+    """A client holding ``wait`` gets 202 with the job as it is (durable, to be polled after
+    the restart) instead of sitting out the shutdown grace and being cut off."""
+    gp, sim = gateway_process, upstream.sim
+    await gp.start()
+    client = await tenant_client(gp, "waiting-team")
+    async with client:
+        await set_faults(sim, paused=True)
+        waiting = asyncio.create_task(client.post("/v1/jobs", json={**BODIES[0], "wait": 30}))
+        await wait_until(lambda: len(sim.submits()) == 1, 10, what="the submit")
+        started = time.monotonic()
+        code = await gp.terminate(within=10)
+        response = await asyncio.wait_for(waiting, 10)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] in ("submitted", "processing")
+        assert time.monotonic() - started < 2.5
+        assert code in (0, -signal.SIGTERM)
+        assert "Traceback" not in gp.log(), gp.log()
+        job_id = response.json()["id"]
+
+        await gp.start()
+        await set_faults(sim, paused=False)
+        await all_completed(client, [job_id], 30)
+    assert_sent_once(sim, [job_id])
