@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Route
 
 from gateway.logs import configure_logging
 from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
@@ -249,3 +251,24 @@ async def test_quota_use_rejections_and_budget_gauges(tmp_path: Path) -> None:
         )
         text = (await gateway.client.get("/metrics")).text
         assert {s["limit"] for s in series(text, "gateway_quota_limit")} == {"usd_per_month"}
+
+
+async def test_an_unexpected_error_is_a_500_with_request_id_counted_and_logged(
+    tmp_path: Path, json_logs: io.StringIO
+) -> None:
+    async def boom(request: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    async with in_process_gateway(tmp_path) as gateway:
+        gateway.app.router.routes.append(Route("/boom/{thing}", boom, methods=["GET"]))
+        transport = httpx.ASGITransport(app=gateway.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            response = await client.get("/boom/1", headers={"X-Request-ID": "req-boom"})
+            metrics = (await client.get("/metrics")).text
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert response.headers["x-request-id"] == "req-boom"
+    counted = value(metrics, "gateway_http_requests_total", method="GET", route="/boom/{thing}", status="500")
+    assert counted == 1
+    logged = [r for r in lines(json_logs) if r.get("event") == "unhandled_error"]
+    assert logged and logged[0]["request_id"] == "req-boom" and "a bug" in logged[0]["exception"]

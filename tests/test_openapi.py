@@ -40,7 +40,7 @@ from gateway.tenancy import create_tenant, issue_key
 from tests.conftest import Sim, in_process_gateway, sim_settings
 
 METHODS = ("get", "post", "put", "patch", "delete")
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 15
 ADMIN_TOKEN = "admin-token-for-schemathesis"
 # Routes answered on purpose without an operation of their own: anything else under /api/v3
 # answers 404 in WaveSpeed's envelope (the document names the paths that exist).
