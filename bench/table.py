@@ -44,7 +44,7 @@ def _bound_notes(figures: dict[str, HttpFigure]) -> list[str]:
     notes = []
     for key, fig in figures.items():
         load_cpu = fig.load_busy + fig.others_load_busy + (fig.simulator_busy or 0.0)
-        if fig.simulator_busy is not None and load_cpu > 0.85:
+        if fig.simulator_busy is not None and load_cpu > 0.85 and key.endswith("/64"):
             notes.append(
                 f"  note: {key}: the load CPU was {load_cpu:.0%} busy (simulator "
                 f"{fig.simulator_busy:.0%}, wrk {fig.load_busy:.0%}, other processes "
