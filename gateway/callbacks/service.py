@@ -26,6 +26,10 @@ from gateway.store.callbacks import (
 )
 
 DEFAULT_OVERLAP_SECONDS = 24 * 3600.0
+# A host that passed the check at acceptance is not resolved again for this long (busy
+# tenants send the same callback host with every job). Safe: every attempt checks afresh.
+ACCEPTED_HOST_TTL_SECONDS = 60.0
+_MAX_ACCEPTED_HOSTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -146,16 +150,24 @@ class CallbackService:
         self.policy = policy
         self._wake = wake
         self._clock = clock
+        self._accepted_hosts: dict[tuple[str, int | None], float] = {}  # -> monotonic expiry
 
     async def check_url(self, url: str, field: str) -> None:
         """Refuse a callback URL as a 422 naming ``field`` (a name that does not resolve yet is
         let through: every attempt checks it again)."""
         try:
+            parts = self.policy.split(url)
+            host = (parts.hostname or "", parts.port)
+            if self._accepted_hosts.get(host, 0.0) > time.monotonic():
+                return
             await self.policy.check(url)
         except CallbackHostUnresolved:
             return
         except CallbackUrlRefused as exc:
             raise InvalidRequest([FieldError(field, str(exc))]) from None
+        if len(self._accepted_hosts) >= _MAX_ACCEPTED_HOSTS:
+            self._accepted_hosts.clear()
+        self._accepted_hosts[host] = time.monotonic() + ACCEPTED_HOST_TTL_SECONDS
 
     # -- endpoints ---------------------------------------------------------------------------
 
