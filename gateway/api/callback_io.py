@@ -22,7 +22,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class EndpointCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(max_length=2048)
     description: str | None = Field(default=None, max_length=500)
@@ -35,7 +35,7 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str | None = Field(default=None, max_length=2048)
     description: str | None = Field(default=None, max_length=500)
@@ -48,7 +48,7 @@ class EndpointUpdate(BaseModel):
 
 
 class RotateSecret(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     overlap_seconds: float = Field(default=DEFAULT_OVERLAP_SECONDS, ge=0, le=7 * 24 * 3600)
 
