@@ -1,5 +1,7 @@
-"""A gateway killed (SIGKILL, a real process) while a callback is on its way: the outcome was
-committed with its outbox message, so the restarted gateway delivers it."""
+"""A gateway that dies after a job's transition and before its callback is sent: the outcome
+was committed with its outbox message, so the restarted gateway delivers it. Once with a real
+process killed (SIGKILL) while the attempt is in flight, once with a process that committed
+the transition and never started a deliverer at all."""
 
 from __future__ import annotations
 
@@ -15,10 +17,14 @@ from pathlib import Path
 
 import httpx
 
+from gateway.callbacks import build_callbacks
+from gateway.catalog import Catalog
+from gateway.jobs import JobService
 from gateway.store.sqlite import SQLiteStore
-from gateway.tenancy import create_tenant, issue_key
+from gateway.tenancy import Principal, create_tenant, issue_key
+from gateway.upstream import WaveSpeedClient
 from tests.callback_receiver import Answer, Receiver
-from tests.conftest import Sim
+from tests.conftest import GatewayFactory, Sim, sim_settings
 from tests.helpers import wait_job, wait_until
 
 
@@ -120,5 +126,44 @@ async def test_killed_gateway_delivers_the_callback_after_restart(
                 found = (await client.get(f"/v1/webhook-messages/{message['id']}")).json()
                 # The killed process never recorded its attempt; the restarted one's is the one.
                 assert [a["status_code"] for a in found["attempts"]] == [200]
+    finally:
+        await receiver.stop()
+
+
+async def test_a_transition_committed_before_any_attempt_is_delivered_after_restart(
+    simulator: Sim, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    receiver = await Receiver().start()
+    database = tmp_path / "gateway.db"  # the file gateway_factory's gateways use
+    store = SQLiteStore(str(database), readers=1)
+    await store.open()
+    try:
+        # A process with the job service and the outbox hook, but no deliverer: it commits a
+        # cancellation, then is gone.
+        await store.migrate()
+        async with httpx.AsyncClient() as http:
+            jobs = JobService(
+                store=store, catalog=Catalog({}),
+                upstream=WaveSpeedClient(http, simulator.url, simulator.config.api_key),
+            )
+            build_callbacks(sim_settings(simulator, database), store, jobs)
+            tenant = await store.write(create_tenant("gone-team", {}, time.time()))
+            issued = await store.write(issue_key(tenant.id, "test", None, time.time()))
+            receiver.secrets = [tenant.webhook_secret]
+            job, _ = await jobs.create_job(
+                Principal(tenant, issued.key),
+                {**{"model": "flux-kontext-pro", "prompt": "a boat"}, "callback_url": receiver.url},
+                None,
+            )
+            await jobs.cancel_job(tenant.id, job.id)
+    finally:
+        await store.close()
+    assert receiver.deliveries == []
+    try:
+        await gateway_factory(callback_poll_seconds=0.05)
+        [delivery] = await receiver.wait_for(1)
+        receiver.assert_all_verified()
+        assert delivery.payload["type"] == "job.cancelled"
+        assert delivery.payload["data"]["id"] == job.id
     finally:
         await receiver.stop()
