@@ -428,7 +428,7 @@ async def test_bad_input_without_a_key_is_401_not_422(gw: Gateway) -> None:
         ("GET", "/v2/jobs", 404),
         ("GET", "/", 404),
         ("POST", "/v1/job", 404),
-        ("GET", "/v1/jobs/job_x/events", 404),
+        ("GET", "/v1/jobs/job_x/no-such-thing", 404),
         ("DELETE", "/v1/jobs", 405),
         ("GET", "/v1/jobs/job_x/cancel", 405),
     ],
