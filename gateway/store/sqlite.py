@@ -6,7 +6,11 @@ that raises leaves the others intact) and commit once: group commit, with no tim
 caller waits for its own batch's commit, so nothing is acknowledged before it is durable.
 WAL with synchronous=FULL: the commit is fsynced, and group commit makes that nearly free.
 
-Reads: aiosqlite, on connections of their own; under WAL they see only committed data.
+Reads: under WAL every reader sees only committed data. Point reads by key (a job, its
+events, a key, an idempotency record) run inline on the event loop's thread on a connection of
+their own: they take a few microseconds, less than a hand-off to another thread costs (see
+bench/). Scans (listings, recovery, reports) go through aiosqlite, so a slow one never stalls
+the loop.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._all_readers: list[aiosqlite.Connection] = []
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
@@ -180,7 +185,16 @@ class SQLiteStore(TenancyReads, CallbackReads):
             await reader.execute("PRAGMA query_only=ON")
             self._all_readers.append(reader)
             self._readers.put_nowait(reader)
+        inline = sqlite3.connect(self.path, isolation_level=None)
+        inline.row_factory = sqlite3.Row
+        inline.execute("PRAGMA query_only=ON")
+        self._inline = inline
         self._writer_task = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    def _point(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """A point read inline (see the module docstring)."""
+        assert self._inline is not None, "store is not open"
+        return self._inline.execute(sql, args).fetchall()
 
     def _open_writer(self) -> sqlite3.Connection:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -199,6 +213,9 @@ class SQLiteStore(TenancyReads, CallbackReads):
         for reader in self._all_readers:
             await reader.close()
         self._all_readers.clear()
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._conn is not None:
             conn = self._conn
             await self._in_writer(conn.close)
@@ -318,19 +335,15 @@ class SQLiteStore(TenancyReads, CallbackReads):
     def _reader(self) -> _ReaderLease:
         return _ReaderLease(self._readers)
 
-    # Hot reads use execute_fetchall: one round trip to aiosqlite's thread instead of two
-    # (execute, then fetch), which halves their CPU (see bench/).
     async def get_job(self, job_id: str) -> Job | None:
-        async with self._reader() as db:
-            rows = list(await db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,)))
+        rows = self._point("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return _job_from_row(rows[0]) if rows else None
 
     async def get_events(self, job_id: str) -> list[JobEvent]:
-        async with self._reader() as db:
-            rows = await db.execute_fetchall(
-                "SELECT seq, from_status, to_status, source, at, detail FROM job_events "
-                "WHERE job_id = ? ORDER BY seq", (job_id,),
-            )
+        rows = self._point(
+            "SELECT seq, from_status, to_status, source, at, detail FROM job_events "
+            "WHERE job_id = ? ORDER BY seq", (job_id,),
+        )
         return [
             JobEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None)
             for r in rows
@@ -409,23 +422,20 @@ class SQLiteStore(TenancyReads, CallbackReads):
         return [_job_from_row(r) for r in rows]
 
     async def get_tenant(self, ref: str) -> Tenant | None:
-        async with self._reader() as db:
-            cursor = await db.execute(
-                "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
-                (ref, ref, ref),
-            )
-            row = await cursor.fetchone()
-        return tenant_from_row(row) if row else None
+        rows = self._point(
+            "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
+            (ref, ref, ref),
+        )
+        return tenant_from_row(rows[0]) if rows else None
 
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
-        async with self._reader() as db:
-            rows = list(await db.execute_fetchall(
-                "SELECT k.*, t.name AS t_name, t.created_at AS t_created_at, "
-                "t.disabled_at AS t_disabled_at, t.limits AS t_limits, "
-                "t.webhook_secret AS t_webhook_secret "
-                "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.secret_hash = ?",
-                (secret_hash,),
-            ))
+        rows = self._point(
+            "SELECT k.*, t.name AS t_name, t.created_at AS t_created_at, "
+            "t.disabled_at AS t_disabled_at, t.limits AS t_limits, "
+            "t.webhook_secret AS t_webhook_secret "
+            "FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.secret_hash = ?",
+            (secret_hash,),
+        )
         if not rows:
             return None
         row = rows[0]
@@ -437,13 +447,11 @@ class SQLiteStore(TenancyReads, CallbackReads):
         return tenant, key_from_row(row)
 
     async def get_idempotency(self, tenant_id: str, key: str) -> Idempotency | None:
-        async with self._reader() as db:
-            cursor = await db.execute(
-                "SELECT fingerprint, job_id, created_at FROM idempotency_keys "
-                "WHERE tenant_id = ? AND key = ?", (tenant_id, key),
-            )
-            row = await cursor.fetchone()
-        return Idempotency(row[0], row[1], row[2]) if row else None
+        rows = self._point(
+            "SELECT fingerprint, job_id, created_at FROM idempotency_keys "
+            "WHERE tenant_id = ? AND key = ?", (tenant_id, key),
+        )
+        return Idempotency(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
 
 class _ReaderLease:

@@ -130,6 +130,7 @@ class TenancyTx:
 
 class TenancyReads:
     _reader: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+    _point: Callable[[str, tuple[Any, ...]], list[sqlite3.Row]]
 
     async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[aiosqlite.Row]:
         async with self._reader() as db:
@@ -146,7 +147,7 @@ class TenancyReads:
         return [key_from_row(r) for r in rows]
 
     async def get_api_key(self, key_id: str) -> ApiKey | None:
-        rows = await self._rows("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        rows = self._point("SELECT * FROM api_keys WHERE id = ?", (key_id,))
         return key_from_row(rows[0]) if rows else None
 
     async def list_audit(
@@ -175,7 +176,7 @@ class TenancyReads:
 
     async def counters(self, tenant_id: str, periods: tuple[str, ...]) -> dict[str, tuple[int, int]]:
         marks = ", ".join("?" for _ in periods)
-        rows = await self._rows(
+        rows = self._point(
             f"SELECT period, images, usd_micros FROM quota_counters "
             f"WHERE tenant_id = ? AND period IN ({marks})", (tenant_id, *periods),
         )
@@ -183,5 +184,5 @@ class TenancyReads:
         return {p: found.get(p, (0, 0)) for p in periods}
 
     async def rate_tat(self, tenant_id: str) -> float | None:
-        rows = await self._rows("SELECT tat FROM rate_limits WHERE tenant_id = ?", (tenant_id,))
+        rows = self._point("SELECT tat FROM rate_limits WHERE tenant_id = ?", (tenant_id,))
         return float(rows[0][0]) if rows else None
