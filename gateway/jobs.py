@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 
@@ -38,6 +38,13 @@ _IMAGE_REFUSALS = frozenset({400, 413, 415, 422})
 
 def to_micros(usd: Decimal) -> int:
     return int((usd * MICROS).to_integral_value())
+
+
+class SubmitSlots(Protocol):
+    """The dispatcher's capacity, offered to the accepting transaction (gateway.dispatcher)."""
+
+    def take_slot(self, job_id: str) -> bool: ...
+    def give_back(self, job_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,7 @@ class JobService:
     commit_listeners: list[CommitListener] = field(default_factory=list)
     accept_listeners: list[Callable[[Job], None]] = field(default_factory=list)
     quota_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    slots: SubmitSlots | None = None
     watch: JobWatch = field(default_factory=JobWatch)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -176,6 +184,10 @@ class JobService:
             await check(principal, request)
         image_urls = await self._upload_images(request)
         job = self._new_job(principal, request, image_urls)
+        slots = self.slots
+        claimed = slots is not None and slots.take_slot(job.id)
+        if claimed:
+            job.submit_attempted_at = job.created_at
         hooks = tuple(self.accept_hooks)
         ttl = self.idempotency_ttl
 
@@ -202,10 +214,15 @@ class JobService:
 
         try:
             stored, created = await self.store.write(script)
-        except QuotaExceeded as exc:
-            for quota_listener in self.quota_listeners:
-                quota_listener(tenant_id, exc.limit)
+        except BaseException as exc:
+            if claimed and slots is not None:
+                slots.give_back(job.id)
+            if isinstance(exc, QuotaExceeded):
+                for quota_listener in self.quota_listeners:
+                    quota_listener(tenant_id, exc.limit)
             raise
+        if claimed and slots is not None and not created:
+            slots.give_back(job.id)
         if created:
             for listener in self.accept_listeners:
                 listener(stored)
