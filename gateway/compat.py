@@ -5,21 +5,20 @@ shape on the compatible surface (``gateway.api.compat``).
 Statuses: queued and submitted -> ``created``, processing -> ``processing``, the terminal ones
 to themselves. A prediction's id is the gateway's job id, so an SDK never sees WaveSpeed's.
 
-A job accepted here records it in its creation event (``accepted_here``); its ``?webhook=`` URL
-is its ``callback_url``, which the tenant-callback outbox and deliverer (gateway.callbacks) then
-send as WaveSpeed does: the bare prediction (``webhook_body``), signed v3 with the tenant's
-default secret (gateway.webhooks.wavespeed_signature).
+A job accepted here has ``surface`` "wavespeed"; its ``?webhook=`` URL is its ``callback_url``,
+which the tenant-callback outbox and deliverer (gateway.callbacks) then send as WaveSpeed
+does: the bare prediction (``webhook_body``), signed v3 with the tenant's default secret
+(gateway.webhooks.wavespeed_signature).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from gateway.api.common import iso
 from gateway.errors import FieldError, GatewayError, InvalidRequest, QuotaExceeded
-from gateway.store import Job, JobEvent
+from gateway.store import Job
 from gateway.upstream import UpstreamRateLimited, UpstreamRejected
 
 STATUS: dict[str, str] = {
@@ -64,12 +63,6 @@ def webhook_payload(job: Job, base_url: str) -> dict[str, Any]:
 def webhook_body(job: Job, base_url: str) -> str:
     """The exact bytes of a ``?webhook=`` delivery (compact JSON, like WaveSpeed's)."""
     return json.dumps(webhook_payload(job, base_url), separators=(",", ":"))
-
-
-def accepted_here(events: Sequence[JobEvent]) -> bool:
-    """Whether the job came in on this surface (its creation event says so): its callback is
-    then WaveSpeed's (bare prediction body, v3 signature), not the gateway's own."""
-    return bool(events) and (events[0].detail or {}).get("surface") == "wavespeed"
 
 
 def sync_timed_out(job: Job, base_url: str, waited: float) -> dict[str, Any]:

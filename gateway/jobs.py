@@ -207,9 +207,7 @@ class JobService:
             for hook in hooks:
                 hook(tx, job, principal)
             tx.insert_job(job)
-            # The creation event records a surface other than /v1 (gateway.compat reads it).
-            surface = {"surface": request.surface} if request.surface != "v1" else None
-            tx.insert_event(job.id, None, "queued", "api", job.created_at, surface)
+            tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
             return job, True
 
         try:
@@ -283,6 +281,7 @@ class JobService:
             updated_at=now,
             callback_url=request.callback_url,
             metadata=request.metadata,
+            surface=request.surface,
         )
 
     # -- reading -----------------------------------------------------------------------------

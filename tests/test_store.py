@@ -203,3 +203,50 @@ async def test_gateway_migrate_is_idempotent(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "cli.db") as conn:
         count = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0]
     assert count == LATEST
+
+
+async def test_migration_4_moves_the_surface_marker_into_columns(tmp_path: Path) -> None:
+    """Jobs accepted on the WaveSpeed surface before migration 4 kept the surface in their
+    creation event; the migration moves it to jobs.surface and to their callback messages."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE schema_migrations "
+        "(version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    for version, description, sql in MIGRATIONS[:3]:
+        for statement in sql.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0)", (version, description))
+    conn.execute("INSERT INTO tenants VALUES ('ten_1', 't', 0, NULL, '{}', 'whsec_x')")
+    for job_id, detail in (("job_a", '{"surface": "wavespeed"}'), ("job_b", None)):
+        conn.execute(
+            "INSERT INTO jobs (id, tenant_id, model, task, wavespeed_id, status, inputs, "
+            "price_micros, created_at, updated_at, callback_url) "
+            "VALUES (?, 'ten_1', 'm', 't', 'w', 'completed', '{}', 0, 0, 0, 'http://cb')", (job_id,),
+        )
+        conn.execute(
+            "INSERT INTO job_events VALUES (?, 1, NULL, 'queued', 'api', 0, ?)", (job_id, detail)
+        )
+        conn.execute(
+            "INSERT INTO webhook_messages (id, tenant_id, endpoint_id, url, target, job_id, "
+            "event_type, payload, event_at, created_at, status, next_attempt_at) "
+            "VALUES (?, 'ten_1', NULL, 'http://cb', 't', ?, 'job.completed', '{}', 0, 0, 'pending', 0)",
+            (f"msg_{job_id}", job_id),
+        )
+    conn.commit()
+    conn.close()
+
+    store = SQLiteStore(str(path))
+    await store.open()
+    try:
+        assert 4 in await store.migrate()
+        job_a, job_b = await store.get_job("job_a"), await store.get_job("job_b")
+        assert job_a is not None and job_a.surface == "wavespeed"
+        assert job_b is not None and job_b.surface == "v1"
+        messages = [await store.get_webhook_message(f"msg_{j}") for j in ("job_a", "job_b")]
+        styles = {m.id: m.style for m in messages if m is not None}
+        assert styles == {"msg_job_a": "wavespeed", "msg_job_b": "standard"}
+    finally:
+        await store.close()

@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 import structlog
 
-from gateway import compat
 from gateway.callbacks import signing
 from gateway.callbacks.outbox import event_type
 from gateway.callbacks.retry import RetryPolicy, parse_retry_after
@@ -243,10 +242,8 @@ class Deliverer:
                 if message.endpoint_id is None:
                     tenant = tx.get_tenant(message.tenant_id)
                     if tenant is not None:
-                        wavespeed = compat.accepted_here(tx.job_events(message.job_id))
                         deliveries.append(Delivery(
-                            message, message.url, [tenant.webhook_secret], token,
-                            "wavespeed" if wavespeed else "standard",
+                            message, message.url, [tenant.webhook_secret], token, message.style,
                         ))
                         continue
                     reason = "tenant not found"

@@ -71,14 +71,14 @@ class Outbox:
             return
         events = tx.job_events(job.id)
         payload = encode_payload(kind, moved.at, job_view(job, events))
-        wavespeed = compat.accepted_here(events)
         now = self._clock()
         for endpoint_id, url, target in destinations:
-            body = payload
-            if endpoint_id is None and wavespeed:
-                body = compat.webhook_body(job, self._public_url)
+            body, style = payload, "standard"
+            if endpoint_id is None and job.surface == "wavespeed":
+                body, style = compat.webhook_body(job, self._public_url), "wavespeed"
             tx.insert_webhook_message(WebhookMessage(
                 id=new_id("msg"), tenant_id=job.tenant_id, endpoint_id=endpoint_id, url=url,
                 target=target, job_id=job.id, event_type=kind, payload=body,
                 event_at=moved.at, created_at=now, next_attempt_at=moved.at + self._first_delay,
+                style=style,
             ))

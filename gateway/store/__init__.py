@@ -65,6 +65,7 @@ class Job:
     last_heard_at: float | None = None
     next_poll_at: float | None = None
     not_before: float | None = None
+    surface: str = "v1"  # which API accepted it: "v1" or "wavespeed" (gateway.compat)
 
 
 @dataclass(frozen=True)

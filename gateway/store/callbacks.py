@@ -67,6 +67,9 @@ class WebhookMessage:
     dead_at: float | None = None
     last_error: str | None = None
     claim_token: str | None = None
+    # How it is signed and shaped: "standard" (Standard Webhooks) or "wavespeed" (a ?webhook=
+    # of the WaveSpeed-compatible surface: bare prediction body, v3 signature).
+    style: str = "standard"
 
 
 @dataclass(frozen=True)
