@@ -17,7 +17,7 @@ import structlog
 from gateway.errors import UpstreamError
 from gateway.jobs import JobService
 from gateway.store import Job, Tx
-from gateway.upstream import WaveSpeedClient
+from gateway.upstream import UpstreamRejected, WaveSpeedClient
 
 log = structlog.get_logger(__name__)
 
@@ -68,12 +68,27 @@ class Reconciler:
         if due:
             await asyncio.gather(*(self._poll(job) for job in due))
 
+    def _unknown_for_too_long(self, job: Job) -> bool:
+        """A prediction WaveSpeed answers 404 for is given the submit deadline (from its submit)
+        to appear, then the job fails: otherwise it would be polled for ever."""
+        since = job.submitted_at or job.submit_attempted_at or job.created_at
+        return self._clock() - since >= self._deadline
+
     async def _poll(self, job: Job) -> None:
         assert job.upstream_id is not None
         async with self._limit:
             self.polls += 1
             try:
                 prediction = await self._upstream.get_result(job.upstream_id)
+            except UpstreamRejected as exc:
+                self._on_poll("error")
+                if exc.upstream_status == 404 and self._unknown_for_too_long(job):
+                    await self._service.fail(
+                        job.id, "upstream_prediction_not_found",
+                        f"WaveSpeed no longer knows prediction {job.upstream_id}", "poll",
+                    )
+                    return
+                log.warning("poll_failed", job_id=job.id, error=exc.message)
             except UpstreamError as exc:
                 log.warning("poll_failed", job_id=job.id, error=exc.message)
                 self._on_poll("error")

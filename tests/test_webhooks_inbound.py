@@ -268,6 +268,25 @@ async def test_lost_webhook_of_a_failed_task_is_polled_too(
     assert job["cost_usd"] == "0.00"
 
 
+async def test_a_prediction_wavespeed_forgot_fails_after_the_submit_deadline(
+    gateway_factory: GatewayFactory, simulator: Sim
+) -> None:
+    gateway = await gateway_factory(**{**FAST, "submit_deadline_seconds": 0.6})
+    tenant = await gateway.new_tenant()
+    await set_faults(simulator, webhook_lost_rate=1, paused=True)
+    response = await tenant.client.post("/v1/jobs", json=PRO)
+    job = await wait_job(tenant.client, response.json()["id"], ("submitted",))
+    simulator.state.predictions.pop(job["upstream_id"])  # WaveSpeed now answers 404 for it
+    failed = await wait_job(tenant.client, job["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "upstream_prediction_not_found"
+    assert failed["events"][-1]["source"] == "poll"
+    polls = [r for r in simulator.state.requests
+             if r.method == "GET" and r.path == f"/api/v3/predictions/{job['upstream_id']}/result"]
+    assert len(polls) >= 2, "a 404 inside the deadline is polled again, not failed at once"
+    await set_faults(simulator, paused=False)
+
+
 async def test_no_poll_while_the_webhook_is_on_time(
     gateway_factory: GatewayFactory, simulator: Sim
 ) -> None:
