@@ -11,13 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from gateway.api.common import iso, read_json
+from gateway.api.common import iso, list_params, read_json
 from gateway.callbacks.service import DEFAULT_OVERLAP_SECONDS, EndpointFields, MessageWithAttempts
 from gateway.errors import FieldError, InvalidRequest
 from gateway.store.callbacks import MESSAGE_STATUSES, MessageQuery, WebhookEndpoint
 
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.processing"]
-MAX_PAGE = 100
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -98,20 +97,7 @@ def required_since(params: QueryParams) -> float:
 def message_query(params: QueryParams, **fixed: str | None) -> MessageQuery:
     """Filters and the page from a query string: status, job_id, since, limit, cursor."""
     errors: list[FieldError] = []
-    status = params.get("status") or None
-    if status is not None and status not in MESSAGE_STATUSES:
-        errors.append(FieldError("status", f"must be one of {', '.join(MESSAGE_STATUSES)}"))
-    limit = 20
-    if "limit" in params:
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
-            errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_PAGE}"))
-    cursor = params.get("cursor") or None
-    if cursor is not None and not cursor.startswith("msg_"):
-        errors.append(FieldError("cursor", "is not a cursor returned by this endpoint"))
+    status, limit, cursor = list_params(params, MESSAGE_STATUSES, "msg_", errors)
     try:
         since = parse_time(params.get("since"), "since")
     except InvalidRequest as exc:

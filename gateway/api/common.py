@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, FieldError
 from gateway.jobs import MICROS
 from gateway.store import Job, JobEvent
 from gateway.tenancy import Principal, authenticate
@@ -50,6 +52,32 @@ def bind_job(request: Request, job_id: str) -> None:
     """The job this request is about: on request.state and on every log line from here on."""
     request.state.job_id = job_id
     structlog.contextvars.bind_contextvars(job_id=job_id)
+
+
+MAX_PAGE = 100
+
+
+def list_params(
+    params: QueryParams, statuses: Sequence[str], cursor_prefix: str, errors: list[FieldError]
+) -> tuple[str | None, int, str | None]:
+    """``status``, ``limit`` and ``cursor`` of a listing: one status of ``statuses``, 1 to
+    MAX_PAGE items (20 by default), and a cursor this listing handed out (an id). Problems are
+    added to ``errors``, so the caller can report them with its own fields."""
+    status = params.get("status") or None
+    if status is not None and status not in statuses:
+        errors.append(FieldError("status", f"must be one of {', '.join(statuses)}"))
+    limit = 20
+    if "limit" in params:
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_PAGE:
+            errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_PAGE}"))
+    cursor = params.get("cursor") or None
+    if cursor is not None and not cursor.startswith(cursor_prefix):
+        errors.append(FieldError("cursor", "is not a cursor returned by this endpoint"))
+    return status, limit, cursor
 
 
 def iso(ts: float | None) -> str | None:

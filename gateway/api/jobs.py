@@ -6,13 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.common import bind_job, job_view, json_response, read_json, services, tenant
+from gateway.api.common import (
+    bind_job,
+    job_view,
+    json_response,
+    list_params,
+    read_json,
+    services,
+    tenant,
+)
 from gateway.errors import FieldError, InvalidRequest
 from gateway.quota import Limits
 from gateway.states import STATUSES, is_terminal
 from gateway.usage import rate_headers
-
-MAX_PAGE = 100
 
 
 async def create_job(request: Request) -> Response:
@@ -46,20 +52,7 @@ async def list_jobs(request: Request) -> Response:
     principal = await tenant(request)
     params = request.query_params
     errors: list[FieldError] = []
-    status = params.get("status") or None
-    if status is not None and status not in STATUSES:
-        errors.append(FieldError("status", f"must be one of {', '.join(STATUSES)}"))
-    limit = 20
-    if "limit" in params:
-        try:
-            limit = int(params["limit"])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
-            errors.append(FieldError("limit", f"must be an integer from 1 to {MAX_PAGE}"))
-    cursor = params.get("cursor") or None
-    if cursor is not None and not cursor.startswith("job_"):
-        errors.append(FieldError("cursor", "is not a cursor returned by this endpoint"))
+    status, limit, cursor = list_params(params, STATUSES, "job_", errors)
     if errors:
         raise InvalidRequest(errors)
     svc = services(request)
