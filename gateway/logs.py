@@ -10,6 +10,7 @@ API key, a webhook secret or a bearer token are masked wherever they appear.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -45,13 +46,18 @@ def _mask(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return name not in _NOT_SECRET and any(part in lowered for part in _SECRET_FIELDS)
+
+
 def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-    for name in list(event):
-        lowered = name.lower()
-        if name not in _NOT_SECRET and any(part in lowered for part in _SECRET_FIELDS):
+    for name, value in event.items():
+        if _secret_field(name):
             event[name] = REDACTED
-        else:
-            event[name] = _mask(event[name])
+        elif not isinstance(value, int | float | bool | None):
+            event[name] = _mask(value)
     return event
 
 

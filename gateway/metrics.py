@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import values as prometheus_values
@@ -93,6 +94,7 @@ class Metrics:
         self.multiprocess_dir = multiprocess_dir
         self.models = models
         self.refreshers: list[Refresher] = []
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
 
         # -- HTTP --------------------------------------------------------------------------
@@ -228,50 +230,60 @@ class Metrics:
 
     # -- what the rest of the gateway reports ------------------------------------------------
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: labels() validates and locks on every call,
+        and these run several times per request. Label values come from fixed sets, so the
+        cache stays small."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def on_http(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "other"
         code = str(status)
-        self.http_requests.labels(method, route, code).inc()
-        self.http_duration.labels(method, route, code).observe(seconds)
+        self._child(self.http_requests, method, route, code).inc()
+        self._child(self.http_duration, method, route, code).observe(seconds)
 
     def on_accepted(self, tenant: str, model: str) -> None:
-        self.jobs_accepted.labels(tenant, model).inc()
+        self._child(self.jobs_accepted, tenant, model).inc()
         for outcome in OUTCOMES:  # at zero, so that a failure ratio sees the first failure
-            self.jobs_finished.labels(tenant, model, outcome)
+            self._child(self.jobs_finished, tenant, model, outcome)
 
     def on_upstream_call(self, operation: str, status: str, seconds: float) -> None:
-        self.upstream_calls.labels(operation, status).inc()
-        self.upstream_duration.labels(operation, status).observe(seconds)
+        self._child(self.upstream_calls, operation, status).inc()
+        self._child(self.upstream_duration, operation, status).observe(seconds)
 
     def on_webhook(self, result: str) -> None:
-        self.webhooks.labels(result).inc()
+        self._child(self.webhooks, result).inc()
 
     def on_poll(self, result: str) -> None:
-        self.polls.labels(result).inc()
+        self._child(self.polls, result).inc()
 
     def on_callback(self, result: str, lag_seconds: float | None = None) -> None:
-        self.callbacks.labels(result).inc()
+        self._child(self.callbacks, result).inc()
         if lag_seconds is not None:
             self.callback_lag.observe(max(0.0, lag_seconds))
 
     def on_quota_rejected(self, tenant: str, limit: str) -> None:
-        self.quota_rejections.labels(tenant, limit).inc()
+        self._child(self.quota_rejections, tenant, limit).inc()
 
     def set_quota_usage(self, tenant: str, limit: str, used: float, limit_value: float) -> None:
-        self.quota_used.labels(tenant, limit).set(used)
-        self.quota_limit.labels(tenant, limit).set(limit_value)
+        self._child(self.quota_used, tenant, limit).set(used)
+        self._child(self.quota_limit, tenant, limit).set(limit_value)
 
     def on_transition(self, moved: Transition) -> None:
-        self.transitions.labels(moved.from_status or "none", moved.to_status, moved.source).inc()
+        self._child(self.transitions, moved.from_status or "none", moved.to_status, moved.source).inc()
         if not is_terminal(moved.to_status):
             return
         job, outcome = moved.job, moved.to_status
-        self.jobs_finished.labels(job.tenant_id, job.model, outcome).inc()
+        self._child(self.jobs_finished, job.tenant_id, job.model, outcome).inc()
         if outcome == "failed":
-            self.job_failures.labels(job.model, job.error_code or "unknown").inc()
+            self._child(self.job_failures, job.model, job.error_code or "unknown").inc()
         if outcome == "completed" and job.cost_micros:
-            self.images.labels(job.tenant_id, job.model).inc()
-            self.spend.labels(job.tenant_id, job.model).inc(job.cost_micros / 1_000_000)
+            self._child(self.images, job.tenant_id, job.model).inc()
+            self._child(self.spend, job.tenant_id, job.model).inc(job.cost_micros / 1_000_000)
         upstream_start = job.submitted_at or job.submit_attempted_at
         stages = {
             "queued": (upstream_start or moved.at) - job.created_at,
@@ -280,7 +292,7 @@ class Metrics:
         }
         for stage, seconds in stages.items():
             if seconds is not None:
-                self.job_stage.labels(job.model, stage, outcome).observe(max(0.0, seconds))
+                self._child(self.job_stage, job.model, stage, outcome).observe(max(0.0, seconds))
 
     # -- the scrape ----------------------------------------------------------------------------
 

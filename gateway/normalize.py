@@ -10,6 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -39,10 +40,26 @@ class JobRequest:
     callback_url: str | None
     metadata: dict[str, Any] | None
     wait: float
-    fingerprint: str
+    # The images as the client sent them (URLs or data: URIs): part of the fingerprint.
+    raw_images: tuple[Any, ...] = ()
     # Where the request came in: "wavespeed" jobs (POST /api/v3/...) are called back the way
     # WaveSpeed calls back (gateway.compat), "v1" jobs per Standard Webhooks.
     surface: Literal["v1", "wavespeed"] = "v1"
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What makes two requests the same under one Idempotency-Key: everything that shapes
+        the job, after normalization (so defaults spelled out or left out compare equal).
+        Computed only when a key is given."""
+        canonical = json.dumps(
+            {
+                "endpoint": self.endpoint.wavespeed_id, "params": self.params,
+                "images": list(self.raw_images), "callback_url": self.callback_url,
+                "metadata": self.metadata,
+            },
+            sort_keys=True, separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def upstream_body(self, image_urls: list[str]) -> dict[str, Any]:
         """The body WaveSpeed documents for this endpoint, images given as URLs."""
@@ -137,14 +154,6 @@ def parse_wait(value: Any, errors: list[FieldError]) -> float:
     return float(value)
 
 
-def fingerprint(endpoint: Endpoint, params: dict[str, Any], images: list[Any], extra: dict[str, Any]) -> str:
-    canonical = json.dumps(
-        {"endpoint": endpoint.wavespeed_id, "params": params, "images": images, **extra},
-        sort_keys=True, separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def parse_job_request(body: Any) -> JobRequest:
     """Validate and normalize a ``POST /v1/jobs`` body."""
     if not isinstance(body, dict):
@@ -192,10 +201,7 @@ def parse_job_request(body: Any) -> JobRequest:
         callback_url=callback_url,
         metadata=metadata,
         wait=wait,
-        fingerprint=fingerprint(
-            endpoint, params, raw_images or [],
-            {"callback_url": callback_url, "metadata": metadata},
-        ),
+        raw_images=tuple(raw_images or ()),
     )
 
 
@@ -249,9 +255,7 @@ def parse_wavespeed_request(wavespeed_id: str, body: Any, webhook: str | None) -
         callback_url=callback_url,
         metadata=None,
         wait=0.0,
-        fingerprint=fingerprint(
-            endpoint, params, raw_images, {"callback_url": callback_url, "metadata": None}
-        ),
+        raw_images=tuple(raw_images),
         surface="wavespeed",
     )
     return WaveSpeedRequest(job=job, sync_mode=sync_mode)
