@@ -172,32 +172,38 @@ def _take_rate(tx: Tx, tenant_id: str, rpm: int, now: float) -> None:
 
 def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
     """Check every limit for one more job, then reserve its image and price. Raises
-    QuotaExceeded naming the first limit hit; nothing is written then."""
-    tenant = job.tenant_id
+    QuotaExceeded naming the first limit hit; nothing is written then. Only the limits that
+    are set are read: a tenant without limits pays for the counters' updates alone."""
+    tenant, price = job.tenant_id, job.price_micros
     if limits.requests_per_minute is not None:
         _take_rate(tx, tenant, limits.requests_per_minute, now)
-    day, month = f"d:{day_key(now)}", f"m:{month_key(now)}"
-    open_images, _ = tx.get_counter(tenant, OPEN)
-    if limits.max_concurrent_jobs is not None and open_images + 1 > limits.max_concurrent_jobs:
-        raise _exceeded(
-            "max_concurrent_jobs", f"{limits.max_concurrent_jobs} jobs already running", 1
-        )
-    price = job.price_micros
+    today = day_key(now)
+    day, month = f"d:{today}", f"m:{today[:7]}"
+    if limits.max_concurrent_jobs is not None:
+        open_images, _ = tx.get_counter(tenant, OPEN)
+        if open_images + 1 > limits.max_concurrent_jobs:
+            raise _exceeded(
+                "max_concurrent_jobs", f"{limits.max_concurrent_jobs} jobs already running", 1
+            )
     windows = (
-        (day, "day", limits.images_per_day, limits.usd_per_day, seconds_to_next_day(now)),
-        (month, "month", limits.images_per_month, limits.usd_per_month, seconds_to_next_month(now)),
+        (day, "day", limits.images_per_day, limits.usd_per_day, seconds_to_next_day),
+        (month, "month", limits.images_per_month, limits.usd_per_month, seconds_to_next_month),
     )
     for period, unit, image_limit, usd_limit, reset in windows:
+        if image_limit is None and usd_limit is None:
+            continue
         images, micros = tx.get_counter(tenant, period)
         if image_limit is not None and images + 1 > image_limit:
-            raise _exceeded(f"images_per_{unit}", f"{image_limit} images per {unit} reached", reset)
+            raise _exceeded(
+                f"images_per_{unit}", f"{image_limit} images per {unit} reached", reset(now)
+            )
         if usd_limit is not None and micros + price > to_micros(usd_limit):
             raise _exceeded(
-                f"usd_per_{unit}", f"USD {usd_limit:.2f} per {unit} would be exceeded", reset
+                f"usd_per_{unit}", f"USD {usd_limit:.2f} per {unit} would be exceeded", reset(now)
             )
     for period in (OPEN, day, month):
         tx.add_counter(tenant, period, 1, price)
-    tx.insert_ledger(tenant, job.id, job.model, "reserve", 1, price, day_key(now), now)
+    tx.insert_ledger(tenant, job.id, job.model, "reserve", 1, price, today, now)
 
 
 def settle(tx: Tx, moved: Transition) -> None:

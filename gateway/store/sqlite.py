@@ -36,6 +36,13 @@ from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, 
 T = TypeVar("T")
 
 MAX_BATCH = 512
+# A tenant by id or by name; each side of the UNION uses its own index (an OR would not),
+# and an id wins over a name.
+_TENANT_BY_REF = (
+    "SELECT * FROM (SELECT *, 0 AS _rank FROM tenants WHERE id = ? "
+    "UNION ALL SELECT *, 1 AS _rank FROM tenants WHERE name = ? AND id != ?) "
+    "ORDER BY _rank LIMIT 1"
+)
 _JSON_COLUMNS = {"inputs", "metadata", "outputs", "has_nsfw_contents", "upstream_timings"}
 _JOB_COLUMNS = [f.name for f in fields(Job)]
 
@@ -134,10 +141,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
         )
 
     def get_tenant(self, ref: str) -> Tenant | None:
-        row = self.conn.execute(
-            "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
-            (ref, ref, ref),
-        ).fetchone()
+        row = self.conn.execute(_TENANT_BY_REF, (ref, ref, ref)).fetchone()
         return tenant_from_row(row) if row else None
 
     def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
@@ -422,10 +426,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         return [_job_from_row(r) for r in rows]
 
     async def get_tenant(self, ref: str) -> Tenant | None:
-        rows = self._point(
-            "SELECT * FROM tenants WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",
-            (ref, ref, ref),
-        )
+        rows = self._point(_TENANT_BY_REF, (ref, ref, ref))
         return tenant_from_row(rows[0]) if rows else None
 
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
