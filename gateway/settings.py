@@ -8,7 +8,7 @@ import os
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -128,12 +128,13 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a directory")
         return value
 
-    @model_validator(mode="after")
-    def _prices_positive(self) -> Settings:
-        for model, price in self.prices.items():
+    @field_validator("prices")
+    @classmethod
+    def _prices_positive(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for model, price in value.items():
             if price < 0:
                 raise ValueError(f"price for {model} must not be negative")
-        return self
+        return value
 
     @property
     def database_path(self) -> str:

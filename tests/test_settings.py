@@ -1,0 +1,64 @@
+"""Settings: every GATEWAY_* variable validated at start-up; a bad one stops the process with
+one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import SettingsError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GATEWAY_PORT", "eighty"),
+        ("GATEWAY_PORT", "70000"),
+        ("GATEWAY_DATABASE_URL", "postgres://db/gateway"),
+        ("GATEWAY_WAVESPEED_BASE_URL", "api.wavespeed.ai"),
+        ("GATEWAY_WAVESPEED_WEBHOOK_SECRET", "not-a-whsec"),
+        ("GATEWAY_LOG_FORMAT", "xml"),
+        ("GATEWAY_UPSTREAM_MAX_CONCURRENCY", "0"),
+        ("GATEWAY_POLL_INTERVAL_SECONDS", "-1"),
+        ("GATEWAY_PRICES", '{"flux-kontext-max": "-0.01"}'),
+        ("GATEWAY_UPSTREAM_TRANSPORT", "curl"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    expected = "GATEWAY_PRICES" if variable == "GATEWAY_PRICES" else variable
+    assert expected in message
+
+
+def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GATEWAY_"):
+            monkeypatch.delenv(name)
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///./data/gateway.db"
+    assert settings.wavespeed_base_url == "https://api.wavespeed.ai"
+    assert settings.uses_simulator and settings.admin_token is None
+    assert (settings.upstream_max_concurrency, settings.webhook_grace_seconds) == (100, 60.0)
+    assert (settings.poll_interval_seconds, settings.submit_deadline_seconds) == (10.0, 300.0)
+    assert settings.upstream_transport == "aiohttp"
+
+
+def test_serve_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
+    env = {**os.environ, "GATEWAY_PORT": "eighty", "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/g.db"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve"], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "GATEWAY_PORT" in lines[0], done.stderr
