@@ -7,13 +7,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound
 from gateway.quota import Limits, parse_limits
 from gateway.store import ApiKey, Store, Tenant, Tx
 from gateway.tenancy import IssuedKey, create_tenant, issue_key
+from gateway.times import parse_time
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEFAULT_ROTATION_OVERLAP = 24 * 3600.0
@@ -32,25 +32,6 @@ def parse_name(value: Any) -> str:
             "name", "must be 1-64 letters, digits, '.', '_' or '-', not starting with ten_ or key_"
         )])
     return value
-
-
-def parse_time(value: Any, field: str, now: float, *, future: bool = True) -> float | None:
-    """An ISO 8601 time (or null) as a unix timestamp."""
-    if value is None:
-        return None
-    bad = InvalidRequest([FieldError(field, "must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z")])
-    if not isinstance(value, str):
-        raise bad
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise bad from None
-    if moment.tzinfo is None:
-        raise InvalidRequest([FieldError(field, "must include a time zone (e.g. Z)")])
-    ts = moment.timestamp()
-    if future and ts <= now:
-        raise InvalidRequest([FieldError(field, "must be in the future")])
-    return ts
 
 
 @dataclass
@@ -120,7 +101,7 @@ class AdminService:
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 64):
             raise InvalidRequest([FieldError("name", "must be a string of at most 64 characters")])
-        expires_at = parse_time(body.get("expires_at"), "expires_at", now)
+        expires_at = parse_time(body.get("expires_at"), "expires_at", after=now)
         make = issue_key(ref, name, expires_at, now)
 
         def script(tx: Tx) -> IssuedKey:

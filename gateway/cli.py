@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 from gateway.admin import AdminService
@@ -25,6 +24,7 @@ from gateway.settings import Settings, SettingsError, load_settings
 from gateway.store import ApiKey
 from gateway.store.sqlite import SQLiteStore
 from gateway.tenancy import IssuedKey, create_tenant, issue_key
+from gateway.times import parse_time
 from gateway.usage import parse_range, usage_report
 
 T = TypeVar("T")
@@ -39,15 +39,6 @@ async def _with_store(settings: Settings, action: Callable[[SQLiteStore], Awaita
         return await action(store)
     finally:
         await store.close()
-
-
-def _parse_time(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise SystemExit(f"error: {text!r} is not an ISO 8601 time (e.g. 2027-01-31T00:00:00Z)") from None
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -193,8 +184,8 @@ def cmd_callbacks_redeliver(settings: Settings, args: argparse.Namespace) -> int
 
 
 def cmd_callbacks_redeliver_dead(settings: Settings, args: argparse.Namespace) -> int:
-    since = _parse_time(args.since)
-    assert since is not None
+    since = parse_time(args.since, "--since")
+    assert since is not None  # argparse makes --since required
     count = asyncio.run(_with_store(settings, lambda s: s.write(
         redeliver_dead(args.tenant, args.endpoint, since, time.time(), _actor())
     )))

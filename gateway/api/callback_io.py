@@ -4,7 +4,6 @@ routes (gateway.api.admin_webhooks): request bodies and query strings in, JSON v
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +14,7 @@ from gateway.api.common import iso, list_params, read_json
 from gateway.callbacks.service import DEFAULT_OVERLAP_SECONDS, EndpointFields, MessageWithAttempts
 from gateway.errors import FieldError, InvalidRequest
 from gateway.store.callbacks import MESSAGE_STATUSES, MessageQuery, WebhookEndpoint
+from gateway.times import parse_time
 
 EventType = Literal["job.completed", "job.failed", "job.cancelled", "job.processing"]
 M = TypeVar("M", bound=BaseModel)
@@ -71,20 +71,6 @@ async def read_optional_json(request: Request) -> Any:
     if not await request.body():
         return {}
     return await read_json(request)
-
-
-def parse_time(value: str | None, field: str) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidRequest(
-            [FieldError(field, "must be an ISO 8601 time, e.g. 2027-01-31T00:00:00Z")]
-        ) from None
-    if moment.tzinfo is None:
-        raise InvalidRequest([FieldError(field, "must say its time zone, e.g. a trailing Z")])
-    return moment.timestamp()
 
 
 def required_since(params: QueryParams) -> float:
