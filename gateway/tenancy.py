@@ -6,7 +6,6 @@ needed); the lookup is by hash, which also makes the comparison independent of t
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import secrets
 import string
@@ -17,6 +16,7 @@ from typing import Any
 from gateway.errors import Conflict, Forbidden, NotFound, Unauthorized
 from gateway.ids import new_id
 from gateway.store import ApiKey, Store, Tenant, Tx
+from gateway.webhooks.secrets import new_secret
 
 KEY_PREFIX = "kgw_live_"
 _ALPHABET = string.ascii_letters + string.digits
@@ -29,10 +29,6 @@ def hash_key(secret: str) -> str:
 
 def generate_key_secret() -> str:
     return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(32))
-
-
-def generate_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def create_tenant(name: str, limits: dict[str, Any], now: float) -> Callable[[Tx
             raise Conflict(f"a tenant named {name!r} exists", code="tenant_exists")
         tenant = Tenant(
             id=new_id("ten"), name=name, created_at=now,
-            webhook_secret=generate_webhook_secret(), limits=dict(limits),
+            webhook_secret=new_secret(), limits=dict(limits),
         )
         tx.insert_tenant(tenant)
         return tenant

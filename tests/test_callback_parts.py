@@ -24,6 +24,7 @@ from gateway.settings import Settings, SettingsError, load_settings
 from gateway.store.callbacks import MessageQuery, WebhookAttempt, WebhookMessage
 from gateway.store.sqlite import SQLiteStore
 from gateway.tenancy import create_tenant
+from gateway.webhooks.secrets import new_secret
 from tests.callback_receiver import Receiver
 from tests.helpers import wait_until
 
@@ -34,18 +35,18 @@ DEFAULT_NETWORKS = Settings().callback_allowed_networks
 
 
 def test_signatures_verify_with_the_standardwebhooks_library() -> None:
-    secret = signing.generate_secret()
+    secret = new_secret()
     body = b'{"type":"job.completed"}'
     headers = signing.signed_headers([secret], "msg_1", int(time.time()), body)
     assert Webhook(secret).verify(body, headers) == {"type": "job.completed"}
     with pytest.raises(WebhookVerificationError):
-        Webhook(signing.generate_secret()).verify(body, headers)
+        Webhook(new_secret()).verify(body, headers)
     with pytest.raises(WebhookVerificationError):
         Webhook(secret).verify(body + b" ", headers)
 
 
 def test_rotation_sends_one_signature_per_secret() -> None:
-    old, new = signing.generate_secret(), signing.generate_secret()
+    old, new = new_secret(), new_secret()
     body = b"{}"
     headers = signing.signed_headers([new, old], "msg_2", int(time.time()), body)
     assert len(headers["webhook-signature"].split()) == 2
@@ -53,10 +54,17 @@ def test_rotation_sends_one_signature_per_secret() -> None:
         Webhook(secret).verify(body, headers)
 
 
-def test_the_tenants_default_secret_is_a_standard_webhooks_secret() -> None:
-    from gateway.tenancy import generate_webhook_secret
+def test_the_tenants_default_secret_is_a_standard_webhooks_secret(tmp_path: Path) -> None:
+    async def new_tenant_secret() -> str:
+        store = SQLiteStore(str(tmp_path / "secret.db"))
+        await store.open()
+        try:
+            await store.migrate()
+            return (await store.write(create_tenant("t", {}, time.time()))).webhook_secret
+        finally:
+            await store.close()
 
-    secret = generate_webhook_secret()
+    secret = asyncio.run(new_tenant_secret())
     headers = signing.signed_headers([secret], "msg_3", int(time.time()), b"{}")
     Webhook(secret).verify(b"{}", headers)
 
@@ -71,7 +79,7 @@ def _readme_verifier() -> Any:
 
 def test_the_readme_plain_python_verifier_works() -> None:
     verify = _readme_verifier()
-    secret, other = signing.generate_secret(), signing.generate_secret()
+    secret, other = new_secret(), new_secret()
     body = b'{"type":"job.failed"}'
     now = int(time.time())
     assert verify(secret, signing.signed_headers([secret], "msg_4", now, body), body)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gateway.callbacks import signing
 from gateway.callbacks.urls import CallbackHostUnresolved, CallbackUrlPolicy, CallbackUrlRefused
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound
 from gateway.ids import new_id
@@ -24,6 +23,7 @@ from gateway.store.callbacks import (
     WebhookEndpoint,
     WebhookMessage,
 )
+from gateway.webhooks.secrets import new_secret
 
 DEFAULT_OVERLAP_SECONDS = 24 * 3600.0
 # A host that passed the check at acceptance is not resolved again for this long (busy
@@ -179,7 +179,7 @@ class CallbackService:
         now = self._clock()
         endpoint = WebhookEndpoint(
             id=new_id("ep"), tenant_id=tenant_id, url=fields.url,
-            secret=signing.generate_secret(), created_at=now, updated_at=now,
+            secret=new_secret(), created_at=now, updated_at=now,
             event_types=list(fields.event_types or EVENT_TYPES),
             description=fields.description,
             enabled=True if fields.enabled is None else fields.enabled,
@@ -255,14 +255,14 @@ class CallbackService:
     ) -> WebhookEndpoint:
         """A new secret; the old one keeps signing too for ``overlap_seconds`` (0: not at all)."""
         now = self._clock()
-        new_secret = signing.generate_secret()
+        fresh = new_secret()
 
         def script(tx: Tx) -> WebhookEndpoint:
             endpoint = tx.get_webhook_endpoint(endpoint_id)
             if endpoint is None or endpoint.tenant_id != tenant_id:
                 raise _endpoint_not_found(endpoint_id)
             changes: dict[str, Any] = {
-                "secret": new_secret, "previous_secret": endpoint.secret,
+                "secret": fresh, "previous_secret": endpoint.secret,
                 "previous_secret_expires_at": now + overlap_seconds,
                 "secret_rotated_at": now, "updated_at": now,
             }

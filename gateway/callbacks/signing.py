@@ -12,14 +12,9 @@ import base64
 import binascii
 import hashlib
 import hmac
-import secrets
 from collections.abc import Sequence
 
-PREFIX = "whsec_"
-
-
-def generate_secret() -> str:
-    return PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+from gateway.webhooks.secrets import PREFIX
 
 
 def _key(secret: str) -> bytes:
