@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from gateway.admin import AdminService
 from gateway.api.admin_auth import require_admin
-from gateway.api.common import iso, job_view, json_response, read_json, services
+from gateway.api.common import iso, job_view, json_response, read_json, read_optional_json, services
 from gateway.errors import FieldError, InvalidRequest
 from gateway.quota import Limits
 from gateway.store import ApiKey, AuditEntry, Tenant
@@ -62,10 +62,6 @@ def _admin(request: Request) -> tuple[AdminService, str]:
     return services(request).admin, actor
 
 
-async def _optional_json(request: Request) -> Any:
-    return await read_json(request) if await request.body() else None
-
-
 async def create_tenant(request: Request) -> Response:
     admin, actor = _admin(request)
     body = await read_json(request)
@@ -94,7 +90,7 @@ async def update_tenant(request: Request) -> Response:
 
 async def create_key(request: Request) -> Response:
     admin, actor = _admin(request)
-    issued = await admin.create_key(actor, request.path_params["tenant"], await _optional_json(request))
+    issued = await admin.create_key(actor, request.path_params["tenant"], await read_optional_json(request))
     view = key_view(issued.key, admin.clock())
     return json_response({**view, "key": issued.secret}, 201)
 
@@ -115,7 +111,7 @@ async def revoke_key(request: Request) -> Response:
 async def rotate_key(request: Request) -> Response:
     admin, actor = _admin(request)
     issued, old = await admin.rotate_key(
-        actor, request.path_params["key_id"], await _optional_json(request)
+        actor, request.path_params["key_id"], await read_optional_json(request)
     )
     now = admin.clock()
     view = {**key_view(issued.key, now), "key": issued.secret, "previous": key_view(old, now)}

@@ -18,10 +18,9 @@ from gateway.api.callback_io import (
     message_query,
     message_view,
     parse_body,
-    read_optional_json,
     required_since,
 )
-from gateway.api.common import json_response, read_json, services
+from gateway.api.common import json_response, read_json, read_optional_json, services
 from gateway.callbacks.service import CallbackService
 from gateway.errors import NotFound
 

@@ -8,9 +8,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import QueryParams
-from starlette.requests import Request
 
-from gateway.api.common import iso, list_params, read_json
+from gateway.api.common import iso, list_params
 from gateway.callbacks.service import DEFAULT_OVERLAP_SECONDS, EndpointFields, MessageWithAttempts
 from gateway.errors import FieldError, InvalidRequest
 from gateway.store.callbacks import MESSAGE_STATUSES, MessageQuery, WebhookEndpoint
@@ -64,13 +63,6 @@ def parse_body(model: type[M], data: Any) -> M:
             for error in exc.errors()
         ]
         raise InvalidRequest(errors) from None
-
-
-async def read_optional_json(request: Request) -> Any:
-    """The JSON body, or an empty object when there is none (optional bodies)."""
-    if not await request.body():
-        return {}
-    return await read_json(request)
 
 
 def required_since(params: QueryParams) -> float:

@@ -16,10 +16,9 @@ from gateway.api.callback_io import (
     message_query,
     message_view,
     parse_body,
-    read_optional_json,
     required_since,
 )
-from gateway.api.common import json_response, read_json, services, tenant
+from gateway.api.common import json_response, read_json, read_optional_json, services, tenant
 from gateway.callbacks.service import CallbackService
 
 

@@ -38,6 +38,13 @@ async def read_json(request: Request) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
 
+async def read_optional_json(request: Request) -> Any:
+    """The JSON body, or an empty object when there is none (optional bodies)."""
+    if not await request.body():
+        return {}
+    return await read_json(request)
+
+
 async def tenant(request: Request) -> Principal:
     svc = services(request)
     now = svc.clock()
