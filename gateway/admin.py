@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound
+from gateway.normalize import json_object
 from gateway.quota import Limits, parse_limits
 from gateway.store import ApiKey, Store, Tenant, Tx
 from gateway.tenancy import IssuedKey, create_tenant, issue_key
@@ -57,8 +58,7 @@ class AdminService:
         return await self.store.write(script)
 
     async def update_tenant(self, actor: str, ref: str, body: Any) -> Tenant:
-        if not isinstance(body, dict):
-            raise InvalidRequest([FieldError("body", "must be a JSON object")])
+        body = json_object(body)
         unknown = set(body) - {"name", "limits", "disabled"}
         if unknown:
             raise InvalidRequest([FieldError(k, "cannot be changed here") for k in sorted(unknown)])
@@ -94,9 +94,7 @@ class AdminService:
         return await self.store.write(script)
 
     async def create_key(self, actor: str, ref: str, body: Any) -> IssuedKey:
-        body = body if body is not None else {}
-        if not isinstance(body, dict):
-            raise InvalidRequest([FieldError("body", "must be a JSON object")])
+        body = json_object(body if body is not None else {})
         now = self.clock()
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or len(name) > 64):
@@ -131,9 +129,7 @@ class AdminService:
 
     async def rotate_key(self, actor: str, key_id: str, body: Any) -> tuple[IssuedKey, ApiKey]:
         """A new key for the same tenant; the old one keeps working until the overlap ends."""
-        body = body if body is not None else {}
-        if not isinstance(body, dict):
-            raise InvalidRequest([FieldError("body", "must be a JSON object")])
+        body = json_object(body if body is not None else {})
         now = self.clock()
         overlap = body.get("overlap_seconds", DEFAULT_ROTATION_OVERLAP)
         if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0:

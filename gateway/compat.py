@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.api.common import iso
 from gateway.errors import FieldError, GatewayError, InvalidRequest, QuotaExceeded
+from gateway.normalize import json_object
 from gateway.store import Job
 from gateway.upstream import UpstreamRateLimited, UpstreamRejected
 
@@ -79,10 +80,9 @@ def sync_timed_out(job: Job, base_url: str, waited: float) -> dict[str, Any]:
 def upload_ticket(body: Any) -> dict[str, Any]:
     """Check a ``POST /api/v3/media/uploads`` body (``{filename, size, content_type}``) before
     it is passed through whole; wrong fields are an InvalidRequest (WaveSpeed's 400)."""
-    if not isinstance(body, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    ticket = json_object(body)
     errors: list[FieldError] = []
-    filename, size, content_type = body.get("filename"), body.get("size"), body.get("content_type")
+    filename, size, content_type = ticket.get("filename"), ticket.get("size"), ticket.get("content_type")
     if not isinstance(filename, str) or not filename:
         errors.append(FieldError("filename", "is required"))
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
@@ -91,7 +91,7 @@ def upload_ticket(body: Any) -> dict[str, Any]:
         errors.append(FieldError("content_type", "must be a string"))
     if errors:
         raise InvalidRequest(errors)
-    return body
+    return ticket
 
 
 def envelope(data: Any) -> dict[str, Any]:

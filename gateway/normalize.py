@@ -154,10 +154,16 @@ def parse_wait(value: Any, errors: list[FieldError]) -> float:
     return float(value)
 
 
-def parse_job_request(body: Any) -> JobRequest:
-    """Validate and normalize a ``POST /v1/jobs`` body."""
+def json_object(body: Any) -> dict[str, Any]:
+    """``body`` if it is a JSON object; else the 422 every endpoint gives for it."""
     if not isinstance(body, dict):
         raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    return body
+
+
+def parse_job_request(body: Any) -> JobRequest:
+    """Validate and normalize a ``POST /v1/jobs`` body."""
+    body = json_object(body)
     errors: list[FieldError] = []
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -220,8 +226,7 @@ def parse_wavespeed_request(wavespeed_id: str, body: Any, webhook: str | None) -
     endpoint = catalog.BY_WAVESPEED_ID.get(wavespeed_id)
     if endpoint is None:
         raise NotFound(f"model not found: {wavespeed_id}", code="model_not_found")
-    if not isinstance(body, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    body = json_object(body)
     errors: list[FieldError] = []
     sync_mode = body.get("enable_sync_mode", False)
     if not isinstance(sync_mode, bool):

@@ -13,6 +13,7 @@ from gateway.admin import AdminService
 from gateway.api.admin_auth import require_admin
 from gateway.api.common import iso, job_view, json_response, read_json, read_optional_json, services
 from gateway.errors import FieldError, InvalidRequest
+from gateway.normalize import json_object
 from gateway.quota import Limits
 from gateway.store import ApiKey, AuditEntry, Tenant
 from gateway.usage import parse_range, usage_report
@@ -64,9 +65,7 @@ def _admin(request: Request) -> tuple[AdminService, str]:
 
 async def create_tenant(request: Request) -> Response:
     admin, actor = _admin(request)
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    body = json_object(await read_json(request))
     tenant = await admin.create_tenant(actor, body.get("name"), body.get("limits"))
     return json_response(tenant_view(tenant), 201, {"Location": f"/admin/tenants/{tenant.id}"})
 

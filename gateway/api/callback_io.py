@@ -12,6 +12,7 @@ from starlette.datastructures import QueryParams
 from gateway.api.common import iso, list_params
 from gateway.callbacks.service import DEFAULT_OVERLAP_SECONDS, EndpointFields, MessageWithAttempts
 from gateway.errors import FieldError, InvalidRequest
+from gateway.normalize import json_object
 from gateway.store.callbacks import MESSAGE_STATUSES, MessageQuery, WebhookEndpoint
 from gateway.times import parse_time
 
@@ -53,8 +54,7 @@ class RotateSecret(BaseModel):
 
 def parse_body(model: type[M], data: Any) -> M:
     """Validate a JSON body; every wrong field becomes one entry of a 422."""
-    if not isinstance(data, dict):
-        raise InvalidRequest([FieldError("body", "must be a JSON object")])
+    data = json_object(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
