@@ -28,7 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 from gateway.dispatcher import Dispatcher
 from gateway.jobs import Transition
-from gateway.quota import Limits, day_key, month_key
+from gateway.quota import OPEN, Limits, day_key, periods
 from gateway.states import is_terminal
 from gateway.store import Store
 
@@ -329,7 +329,8 @@ class Metrics:
 
         async def refresh() -> None:
             now = clock()
-            periods = {"day": f"d:{day_key(now)}", "month": f"m:{month_key(now)}", "open": "open"}
+            day, month = periods(day_key(now))
+            keys = {"day": day, "month": month, "open": OPEN}
             current: set[tuple[str, str]] = set()
             for tenant in await store.list_tenants():
                 limits = Limits.from_stored(tenant.limits)
@@ -339,9 +340,9 @@ class Metrics:
                 }
                 if tenant.disabled_at is not None or not watched:
                     continue
-                counters = await store.counters(tenant.id, tuple(periods.values()))
+                counters = await store.counters(tenant.id, tuple(keys.values()))
                 for name, limit in watched.items():
-                    images, micros = counters[periods[_BUDGET_LIMITS[name]]]
+                    images, micros = counters[keys[_BUDGET_LIMITS[name]]]
                     used = micros / 1_000_000 if name.startswith("usd_") else images
                     self.set_quota_usage(tenant.id, name, used, float(limit))
                     current.add((tenant.id, name))

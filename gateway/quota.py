@@ -108,8 +108,9 @@ def day_key(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
-def month_key(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
+def periods(day: str) -> tuple[str, str]:
+    """The counter keys of a UTC day (YYYY-MM-DD): its own, and its month's."""
+    return f"d:{day}", f"m:{day[:7]}"
 
 
 def seconds_to_next_day(ts: float) -> float:
@@ -178,7 +179,7 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
     if limits.requests_per_minute is not None:
         _take_rate(tx, tenant, limits.requests_per_minute, now)
     today = day_key(now)
-    day, month = f"d:{today}", f"m:{today[:7]}"
+    day, month = periods(today)
     if limits.max_concurrent_jobs is not None:
         open_images, _ = tx.get_counter(tenant, OPEN)
         if open_images + 1 > limits.max_concurrent_jobs:
@@ -221,8 +222,8 @@ def settle(tx: Tx, moved: Transition) -> None:
         return
     tx.add_counter(job.tenant_id, OPEN, -images, -micros)
     if kind == "release":
-        tx.add_counter(job.tenant_id, f"d:{day}", -images, -micros)
-        tx.add_counter(job.tenant_id, f"m:{day[:7]}", -images, -micros)
+        for period in periods(day):
+            tx.add_counter(job.tenant_id, period, -images, -micros)
 
 
 def usd(micros: int) -> str:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import FieldError, InvalidRequest
-from gateway.quota import OPEN, Limits, day_key, month_key, rate_state, usd
+from gateway.quota import OPEN, Limits, day_key, periods, rate_state, usd
 from gateway.store import Store, Tenant
 
 MAX_RANGE_DAYS = 366
@@ -43,7 +43,7 @@ def _date(text: str | None, field: str, errors: list[FieldError]) -> date | None
 
 async def usage_report(store: Store, tenant: Tenant, first: str, last: str, now: float) -> dict[str, Any]:
     rows = await store.usage_by_model(tenant.id, first, last)
-    day, month = f"d:{day_key(now)}", f"m:{month_key(now)}"
+    day, month = periods(day_key(now))
     counters = await store.counters(tenant.id, (OPEN, day, month))
     limits = Limits.from_stored(tenant.limits)
     by_model: dict[str, list[int]] = {}
@@ -76,7 +76,8 @@ async def usage_report(store: Store, tenant: Tenant, first: str, last: str, now:
 async def _remaining(
     store: Store, tenant: Tenant, limits: Limits, counters: dict[str, tuple[int, int]], now: float
 ) -> dict[str, Any]:
-    day, month = counters[f"d:{day_key(now)}"], counters[f"m:{month_key(now)}"]
+    day_period, month_period = periods(day_key(now))
+    day, month = counters[day_period], counters[month_period]
     out: dict[str, Any] = {}
     if limits.requests_per_minute is not None:
         tat = await store.rate_tat(tenant.id)

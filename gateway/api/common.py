@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -150,12 +149,6 @@ def event_view(event: JobEvent) -> dict[str, Any]:
         "at": iso(event.at),
         "detail": event.detail,
     }
-
-
-@dataclass(frozen=True)
-class Page:
-    limit: int
-    cursor: str | None
 
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
