@@ -35,7 +35,7 @@ from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError, UpstreamError
 from gateway.jobs import JobService
-from gateway.logs import configure_logging, log_accepted, log_transition
+from gateway.logs import bound, configure_logging, log_accepted, log_transition
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import BodyLimit, RequestContext
 from gateway.reconciler import Reconciler
@@ -113,7 +113,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled_error", path=request.url.path)
     # Runs outside RequestContext, which leaves the request's log context bound for this line.
-    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    request_id = bound().get("request_id")
     return JSONResponse(
         {"error": {"code": "internal_error", "message": "internal error"}}, status_code=500,
         headers={"X-Request-ID": request_id} if isinstance(request_id, str) else None,

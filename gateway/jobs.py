@@ -63,6 +63,11 @@ AcceptHook = Callable[[Tx, Job, Principal], None]
 AcceptCheck = Callable[[Principal, JobRequest], Awaitable[None]]
 
 
+def first_event(job: Job) -> JobEvent:
+    """The event every job starts with: queued by the API when it was accepted."""
+    return JobEvent(1, None, "queued", "api", job.created_at, None)
+
+
 def transition(
     tx: Tx,
     job: Job,
@@ -207,7 +212,11 @@ class JobService:
             for hook in hooks:
                 hook(tx, job, principal)
             tx.insert_job(job)
-            tx.insert_event(job.id, None, "queued", "api", job.created_at, None)
+            event = first_event(job)
+            tx.insert_event(
+                job.id, event.from_status, event.to_status, event.source, event.at, event.detail,
+                seq=event.seq,
+            )
             return job, True
 
         try:

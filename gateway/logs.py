@@ -1,9 +1,10 @@
 """Logging: structlog, JSON lines in production and a readable console in dev.
 
-Context (request id, tenant, job id) is bound per request through contextvars
-(gateway.middleware.RequestContext, gateway.api.common), so every line of a request carries it;
-background work names the job explicitly. Every job's acceptance and each of its transitions is
-one line with its ``job_id``, so an operator can follow a job from start to end by that id.
+Context (request id, tenant, job id) is bound per request (``bind``: one context variable
+holding an immutable mapping, set fresh by gateway.middleware.RequestContext for each request),
+so every line of a request carries it; background work names the job explicitly. Every job's
+acceptance and each of its transitions is one line with its ``job_id``, so an operator can
+follow a job from start to end by that id.
 Secrets never reach a line: fields named like one are replaced, and values that look like an
 API key, a webhook secret or a bearer token are masked wherever they appear.
 """
@@ -11,9 +12,14 @@ API key, a webhook secret or a bearer token are masked wherever they appear.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Literal
 
 import structlog
@@ -23,12 +29,47 @@ from gateway.store import Job
 
 log = structlog.get_logger("gateway.jobs")
 
+_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar(
+    "gateway_log_context", default=MappingProxyType({})
+)
+
+
+def bind(**fields: Any) -> None:
+    """Add ``fields`` to every later line of this request (or task). A new mapping each time:
+    a task started earlier keeps the context it was started with."""
+    _CONTEXT.set({**_CONTEXT.get(), **fields})
+
+
+def bound() -> Mapping[str, Any]:
+    return _CONTEXT.get()
+
+
+@contextmanager
+def fresh_context(**fields: Any) -> Iterator[None]:
+    """A context of only ``fields`` for the block; the previous one is restored when the block
+    ends normally. After an exception it stays, so that the error handler's line carries it."""
+    token = _CONTEXT.set(fields)
+    yield
+    _CONTEXT.reset(token)
+
+
+def merge_context(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    for name, value in _CONTEXT.get().items():
+        event.setdefault(name, value)
+    return event
+
 _SECRET_FIELDS = ("authorization", "api_key", "secret", "token", "password", "key")
 _NOT_SECRET = frozenset({"key_id", "webhook_id", "idempotency_key_set"})
 _SECRET_VALUES = re.compile(
     r"(kgw_[a-z]+_[A-Za-z0-9]+|whsec_[A-Za-z0-9+/=]+|(?i:bearer)\s+[^\s\"',]+)"
 )
 REDACTED = "[redacted]"
+# Fields whose values the gateway makes itself (ids, catalog names, numbers): never a secret,
+# so the redaction skips them. request_id is not here: a client may choose its value.
+_PLAIN_FIELDS = frozenset({
+    "event", "level", "timestamp", "tenant_id", "job_id", "model", "task", "route", "method",
+    "status", "duration_ms", "from_status", "to_status", "source",
+})
 
 
 def _may_hold_secret(text: str) -> bool:
@@ -54,6 +95,8 @@ def _secret_field(name: str) -> bool:
 
 def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     for name, value in event.items():
+        if name in _PLAIN_FIELDS:
+            continue
         if _secret_field(name):
             event[name] = REDACTED
         elif not isinstance(value, int | float | bool | None):
@@ -61,16 +104,25 @@ def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.t
     return event
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=repr)
+
+
+def render_json(_: object, __: str, event: structlog.typing.EventDict) -> str:
+    """One JSON line; values JSON cannot carry are written as their repr. One encoder for
+    every line (structlog's JSONRenderer makes one per line)."""
+    return _JSON.encode(event)
+
+
 def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
     """structlog for the gateway's own lines, and the standard library's (uvicorn's, asyncio's)
     through the same processors, so that everything on stderr has one format."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        render_json
         if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
+        merge_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
@@ -81,7 +133,8 @@ def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
     structlog.configure(
         processors=[*shared, exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One writer for every logger: a factory making one per line costs more than the line.
+        logger_factory=_shared(structlog.PrintLogger(sys.stderr)),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
@@ -95,6 +148,13 @@ def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
     # httpx logs every request at INFO: the gateway counts and logs its upstream calls itself.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
+
+
+def _shared(logger: structlog.PrintLogger) -> Callable[..., structlog.PrintLogger]:
+    def factory(*_: Any) -> structlog.PrintLogger:
+        return logger
+
+    return factory
 
 
 def log_accepted(job: Job) -> None:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_id
+from gateway.logs import fresh_context
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +44,6 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = _request_id(scope)
-        saved = structlog.contextvars.get_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
 
@@ -59,14 +58,13 @@ class RequestContext:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except BaseException:
+        with fresh_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            except BaseException:
+                self._finish(scope, status, started)
+                raise
             self._finish(scope, status, started)
-            raise
-        self._finish(scope, status, started)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**saved)
 
     def _finish(self, scope: Scope, status: int, started: float) -> None:
         seconds = time.perf_counter() - started

@@ -9,9 +9,12 @@ reservation committed or batched before it. Counters (``quota_counters``), per t
                               day / month (a release gives them back)
     open                      jobs not yet ended (images = their count) and the USD they hold
 
-The ledger has one row per movement (reserve at accept; charge on completed; release on failed
-or cancelled), unique per (job, kind): nothing is charged twice, whatever retries happen. The
-request rate is a GCRA per tenant over job submissions (one timestamp of state).
+A job that has not ended is its own reservation: one image and its price (``jobs.price_micros``),
+counted in its creation day's and month's counters and in ``open``. When it ends, the ledger
+gets one row, unique per job: ``charge`` (completed) or ``release`` (failed, cancelled, whose
+image and price go back to the counters), so nothing is charged or given back twice, whatever
+retries happen. The request rate is a GCRA per tenant over job submissions (one timestamp of
+state).
 """
 
 from __future__ import annotations
@@ -178,8 +181,7 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
     tenant, price = job.tenant_id, job.price_micros
     if limits.requests_per_minute is not None:
         _take_rate(tx, tenant, limits.requests_per_minute, now)
-    today = day_key(now)
-    day, month = periods(today)
+    day, month = periods(day_key(now))
     if limits.max_concurrent_jobs is not None:
         open_images, _ = tx.get_counter(tenant, OPEN)
         if open_images + 1 > limits.max_concurrent_jobs:
@@ -202,28 +204,22 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
             raise _exceeded(
                 f"usd_per_{unit}", f"USD {usd_limit:.2f} per {unit} would be exceeded", reset(now)
             )
-    for period in (OPEN, day, month):
-        tx.add_counter(tenant, period, 1, price)
-    tx.insert_ledger(tenant, job.id, job.model, "reserve", 1, price, today, now)
+    tx.add_counters(tenant, (OPEN, day, month), 1, price)
 
 
 def settle(tx: Tx, moved: Transition) -> None:
     """TransitionHook: at a terminal state, charge (completed) or release (failed, cancelled)
-    what was reserved, once."""
+    what the job reserved when it was accepted, once."""
     if moved.to_status not in ("completed", "failed", "cancelled"):
         return
     job = moved.job
-    reserved = tx.get_ledger(job.id, "reserve")
-    if reserved is None:
-        return
-    images, micros, day = reserved
+    images, micros, day = 1, job.price_micros, day_key(job.created_at)
     kind = "charge" if moved.to_status == "completed" else "release"
     if not tx.insert_ledger(job.tenant_id, job.id, job.model, kind, images, micros, day, moved.at):
         return
-    tx.add_counter(job.tenant_id, OPEN, -images, -micros)
-    if kind == "release":
-        for period in periods(day):
-            tx.add_counter(job.tenant_id, period, -images, -micros)
+    # A charge keeps the day's and month's counts; a release gives them back.
+    given_back = (OPEN, *periods(day)) if kind == "release" else (OPEN,)
+    tx.add_counters(job.tenant_id, given_back, -images, -micros)
 
 
 def usd(micros: int) -> str:

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import structlog
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from gateway.errors import BadRequest, FieldError
 from gateway.jobs import MICROS
+from gateway.logs import bind
 from gateway.store import Job, JobEvent
 from gateway.tenancy import Principal, authenticate
 
@@ -49,7 +49,7 @@ async def tenant(request: Request) -> Principal:
     now = svc.clock()
     principal = await authenticate(svc.store, request.headers.get("authorization"), now)
     request.state.tenant_id = principal.tenant.id
-    structlog.contextvars.bind_contextvars(tenant_id=principal.tenant.id)
+    bind(tenant_id=principal.tenant.id)
     svc.touch_key(principal.key, now)
     return principal
 
@@ -57,7 +57,7 @@ async def tenant(request: Request) -> Principal:
 def bind_job(request: Request, job_id: str) -> None:
     """The job this request is about: on request.state and on every log line from here on."""
     request.state.job_id = job_id
-    structlog.contextvars.bind_contextvars(job_id=job_id)
+    bind(job_id=job_id)
 
 
 MAX_PAGE = 100

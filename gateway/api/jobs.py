@@ -16,6 +16,7 @@ from gateway.api.common import (
     tenant,
 )
 from gateway.errors import FieldError, InvalidRequest
+from gateway.jobs import first_event
 from gateway.quota import Limits
 from gateway.states import STATUSES, is_terminal
 from gateway.usage import rate_headers
@@ -25,12 +26,14 @@ async def create_job(request: Request) -> Response:
     principal = await tenant(request)
     body = await read_json(request)
     svc = services(request)
-    job, _ = await svc.jobs.create_job(principal, body, request.headers.get("idempotency-key"))
+    job, created = await svc.jobs.create_job(principal, body, request.headers.get("idempotency-key"))
     bind_job(request, job.id)
     wait = body.get("wait") if isinstance(body, dict) else None
+    waited = False
     if wait and not is_terminal(job.status):
-        job = await svc.jobs.wait_terminal(job, float(wait))
-    events = await svc.jobs.get_events(job.id)
+        job, waited = await svc.jobs.wait_terminal(job, float(wait)), True
+    # A job created just now has its first event only, as this request wrote it.
+    events = [first_event(job)] if created and not waited else await svc.jobs.get_events(job.id)
     status = 200 if is_terminal(job.status) and wait else 202
     headers = {"Location": f"/v1/jobs/{job.id}"}
     limits = Limits.from_stored(principal.tenant.limits)

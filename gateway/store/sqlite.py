@@ -36,19 +36,24 @@ from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, 
 T = TypeVar("T")
 
 MAX_BATCH = 512
-# A tenant by id or by name; each side of the UNION uses its own index (an OR would not),
-# and an id wins over a name.
-_TENANT_BY_REF = (
-    "SELECT * FROM (SELECT *, 0 AS _rank FROM tenants WHERE id = ? "
-    "UNION ALL SELECT *, 1 AS _rank FROM tenants WHERE name = ? AND id != ?) "
-    "ORDER BY _rank LIMIT 1"
-)
+# A tenant by id or by name, an id winning over a name: two lookups, each on its own index
+# (the id alone is what the hot paths ask for, and it is found by the first).
+_TENANT_BY_ID = "SELECT * FROM tenants WHERE id = ?"
+_TENANT_BY_NAME = "SELECT * FROM tenants WHERE name = ?"
 _JSON_COLUMNS = {"inputs", "metadata", "outputs", "has_nsfw_contents", "upstream_timings"}
 _JOB_COLUMNS = [f.name for f in fields(Job)]
+_INSERT_JOB = (
+    f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' for _ in _JOB_COLUMNS)})"
+)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps makes one a call
 
 
 def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"))
+    if value is None:
+        return None
+    return "[]" if value == [] else _ENCODE(value)
 
 
 def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
@@ -83,10 +88,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
             _dump(getattr(job, name)) if name in _JSON_COLUMNS else getattr(job, name)
             for name in _JOB_COLUMNS
         ]
-        marks = ", ".join("?" for _ in _JOB_COLUMNS)
-        self.conn.execute(
-            f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({marks})", values
-        )
+        self.conn.execute(_INSERT_JOB, values)
 
     def update_job(self, job_id: str, **changes: Any) -> None:
         unknown = set(changes) - set(_JOB_COLUMNS)
@@ -98,8 +100,15 @@ class SQLiteTx(TenancyTx, CallbackTx):
 
     def insert_event(
         self, job_id: str, from_status: str | None, to_status: str, source: str, at: float,
-        detail: dict[str, Any] | None,
+        detail: dict[str, Any] | None, seq: int | None = None,
     ) -> int:
+        if seq is not None:
+            self.conn.execute(
+                "INSERT INTO job_events (job_id, seq, from_status, to_status, source, at, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, seq, from_status, to_status, source, at, _dump(detail)),
+            )
+            return seq
         row = self.conn.execute(
             "INSERT INTO job_events (job_id, seq, from_status, to_status, source, at, detail) "
             "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM job_events WHERE job_id = ? "
@@ -141,7 +150,10 @@ class SQLiteTx(TenancyTx, CallbackTx):
         )
 
     def get_tenant(self, ref: str) -> Tenant | None:
-        row = self.conn.execute(_TENANT_BY_REF, (ref, ref, ref)).fetchone()
+        row = (
+            self.conn.execute(_TENANT_BY_ID, (ref,)).fetchone()
+            or self.conn.execute(_TENANT_BY_NAME, (ref,)).fetchone()
+        )
         return tenant_from_row(row) if row else None
 
     def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
@@ -426,7 +438,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         return [_job_from_row(r) for r in rows]
 
     async def get_tenant(self, ref: str) -> Tenant | None:
-        rows = self._point(_TENANT_BY_REF, (ref, ref, ref))
+        rows = self._point(_TENANT_BY_ID, (ref,)) or self._point(_TENANT_BY_NAME, (ref,))
         return tenant_from_row(rows[0]) if rows else None
 
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
