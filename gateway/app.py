@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -35,7 +34,7 @@ from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
 from gateway.errors import GatewayError, UpstreamError
 from gateway.jobs import JobService
-from gateway.logs import bound, configure_logging, log_accepted, log_transition
+from gateway.logs import bound, configure_logging, get_logger, log_accepted, log_transition
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import BodyLimit, RequestContext
 from gateway.reconciler import Reconciler
@@ -44,7 +43,7 @@ from gateway.store import ApiKey, Tx
 from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import WaveSpeedClient, make_http_client
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 KEY_TOUCH_SECONDS = 60.0
 
 

@@ -15,9 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from gateway.jobs import JobService, Transition, transition
+from gateway.logs import get_logger
 from gateway.states import is_terminal
 from gateway.store import Job, Tx
 from gateway.upstream import (
@@ -28,7 +27,7 @@ from gateway.upstream import (
     WaveSpeedClient,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 
 class Dispatcher:

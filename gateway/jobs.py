@@ -17,18 +17,17 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-import structlog
-
 from gateway.catalog import Catalog
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, QuotaExceeded, UpstreamError
 from gateway.ids import new_id
+from gateway.logs import get_logger
 from gateway.normalize import JobRequest, parse_job_request
 from gateway.states import TERMINAL, can_transition, is_terminal
 from gateway.store import Idempotency, Job, JobEvent, Store, Tx
 from gateway.tenancy import Principal
 from gateway.upstream import Prediction, UpstreamRejected, WaveSpeedClient
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 MICROS = Decimal(1_000_000)
 MAX_IDEMPOTENCY_KEY = 255

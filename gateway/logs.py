@@ -20,14 +20,35 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from gateway.jobs import Transition
-from gateway.store import Job
+if TYPE_CHECKING:
+    from gateway.jobs import Transition
+    from gateway.store import Job
 
-log = structlog.get_logger("gateway.jobs")
+# The logger configure_logging built; None before (then structlog's defaults apply).
+_active: Any = None
+
+
+class _Logger:
+    """What modules log through (``log = get_logger()``): each call goes to the one logger
+    configure_logging built, so that a line costs no logger construction (structlog's lazy
+    proxy builds a bound logger on every call unless it caches the first, which would outlive
+    a reconfiguration)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(_active if _active is not None else structlog.get_logger(), method)
+
+
+def get_logger() -> Any:
+    return _Logger()
+
+
+log = get_logger()
 
 _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar(
     "gateway_log_context", default=MappingProxyType({})
@@ -137,6 +158,8 @@ def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
         logger_factory=_shared(structlog.PrintLogger(sys.stderr)),
         cache_logger_on_first_use=False,
     )
+    global _active
+    _active = structlog.get_logger().bind()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
@@ -175,3 +198,10 @@ def log_transition(moved: Transition) -> None:
         fields["error_code"] = job.error_code
         fields["error"] = job.error_message
     log.info("job_transition", **fields)
+
+
+def reset_logging() -> None:
+    """Back to structlog's defaults (tests that configured logging undo it with this)."""
+    global _active
+    _active = None
+    structlog.reset_defaults()

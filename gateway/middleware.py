@@ -8,15 +8,14 @@ import re
 import time
 from collections.abc import Callable
 
-import structlog
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import PayloadTooLarge
 from gateway.ids import new_id
-from gateway.logs import fresh_context
+from gateway.logs import fresh_context, get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")

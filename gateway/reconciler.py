@@ -12,14 +12,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import structlog
-
 from gateway.errors import UpstreamError
 from gateway.jobs import JobService
+from gateway.logs import get_logger
 from gateway.store import Job, Tx
 from gateway.upstream import UpstreamRejected, WaveSpeedClient
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 
 class Reconciler:

@@ -19,7 +19,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, reset_logging
 from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
 from tests.helpers import wait_job, wait_until
 
@@ -54,7 +54,7 @@ def json_logs() -> Iterator[io.StringIO]:
     try:
         yield buffer
     finally:
-        structlog.reset_defaults()
+        reset_logging()
         structlog.contextvars.clear_contextvars()
         root.handlers, root.level = handlers, level
 

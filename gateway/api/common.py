@@ -87,10 +87,10 @@ def list_params(
 
 
 def iso(ts: float | None) -> str | None:
+    """UTC, to the millisecond (truncated), with a Z: 2026-11-21T13:36:56.470Z."""
     if ts is None:
         return None
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def usd(micros: int | None) -> str | None:
@@ -151,5 +151,17 @@ def event_view(event: JobEvent) -> dict[str, Any]:
     }
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(content, status_code=status, headers=headers)
+_ENCODE_BODY = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+class CompactJSONResponse(JSONResponse):
+    """Starlette's JSONResponse, rendered by one shared encoder (json.dumps builds one per call)."""
+
+    def render(self, content: Any) -> bytes:
+        return _ENCODE_BODY(content).encode("utf-8")
+
+
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return CompactJSONResponse(content, status_code=status, headers=headers)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
-import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,10 +26,11 @@ from starlette.routing import Route
 from gateway import compat
 from gateway.api.common import bind_job, read_json, services, tenant
 from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.logs import get_logger
 from gateway.normalize import parse_wavespeed_request
 from gateway.states import is_terminal
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 Handler = Callable[[Request], Awaitable[Response]]
 

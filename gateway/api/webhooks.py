@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 
-import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.api.common import bind_job, json_response, services
 from gateway.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
+from gateway.logs import get_logger
 from gateway.upstream import Prediction, UpstreamProtocolError
 from gateway.webhooks.wavespeed_signature import BadSignature, verify
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 
 async def wavespeed_webhook(request: Request) -> Response:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import structlog
 
 from gateway.callbacks import signing
 from gateway.callbacks.outbox import event_type
@@ -34,11 +33,12 @@ from gateway.callbacks.retry import RetryPolicy, parse_retry_after
 from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, CheckedUrl, literal_address
 from gateway.ids import id_floor
 from gateway.jobs import Transition
+from gateway.logs import get_logger
 from gateway.store import Store, Tx
 from gateway.store.callbacks import WebhookAttempt, WebhookMessage
 from gateway.webhooks import wavespeed_signature
 
-log = structlog.get_logger(__name__)
+log = get_logger()
 
 # A claim outlives the attempt's own timeout by this much (or by the timeout, if shorter), to
 # leave time for recording the result before another process may take the message over.

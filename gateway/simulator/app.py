@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import structlog
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
@@ -30,6 +29,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.catalog import BY_WAVESPEED_ID, SEED_MAX
+from gateway.logs import get_logger
 from gateway.simulator.config import FaultError, SimulatorConfig
 from gateway.simulator.envelope import ApiError, error_envelope, fail, json_object, ok, sim_state
 from gateway.simulator.media import create_upload, get_media, put_upload, upload_binary
@@ -39,7 +39,7 @@ from gateway.simulator.records import Prediction
 from gateway.simulator.state import SimulatorState
 from gateway.simulator.validation import check_submission, describe
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 class SimulatedDisconnect(httpx.RemoteProtocolError):

@@ -12,13 +12,13 @@ import json
 import time
 
 import httpx
-import structlog
 
+from gateway.logs import get_logger
 from gateway.simulator.config import Dice, SimulatorConfig
 from gateway.simulator.records import Prediction, WebhookDelivery, new_webhook_id
 from gateway.webhooks.wavespeed_signature import signed_headers
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 def encode(payload: object) -> bytes:

@@ -11,8 +11,7 @@ import asyncio
 import time
 from typing import Any
 
-import structlog
-
+from gateway.logs import get_logger
 from gateway.simulator.config import Dice, Faults, SimulatorConfig
 from gateway.simulator.records import (
     MediaStore,
@@ -23,7 +22,7 @@ from gateway.simulator.records import (
 )
 from gateway.simulator.sender import WebhookSender
 
-log = structlog.get_logger()
+log = get_logger()
 
 PAUSE_POLL_SECONDS = 0.01  # how often a paused task looks at the ``paused`` fault again
 
