@@ -116,36 +116,48 @@ class Applied:
     job: Job | None = None
 
 
+class Watcher:
+    """One request waiting for a job: woken with the job as its last commit left it."""
+
+    __slots__ = ("event", "job")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.job: Job | None = None
+
+
 class JobWatch:
     """Wakes requests waiting for a job to end (``wait`` on POST /v1/jobs)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, set[asyncio.Event]] = {}
+        self._watchers: dict[str, set[Watcher]] = {}
         self.closed = False
 
     def close(self) -> None:
         """Shutting down: wake every waiter now (they answer with the job as it is)."""
         self.closed = True
-        for waiters in self._events.values():
-            for event in waiters:
-                event.set()
+        for watchers in self._watchers.values():
+            for watcher in watchers:
+                watcher.event.set()
 
     @contextmanager
-    def watching(self, job_id: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._events.setdefault(job_id, set()).add(event)
+    def watching(self, job_id: str) -> Iterator[Watcher]:
+        watcher = Watcher()
+        self._watchers.setdefault(job_id, set()).add(watcher)
         try:
-            yield event
+            yield watcher
         finally:
-            waiters = self._events.get(job_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._events[job_id]
+            watchers = self._watchers.get(job_id)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self._watchers[job_id]
 
-    def notify(self, job_id: str) -> None:
-        for event in self._events.get(job_id, ()):
-            event.set()
+    def notify(self, job: Job) -> None:
+        """``job`` has just been committed in a terminal state."""
+        for watcher in self._watchers.get(job.id, ()):
+            watcher.job = job
+            watcher.event.set()
 
 
 @dataclass
@@ -312,14 +324,16 @@ class JobService:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            with self.watch.watching(job.id) as event:
+            with self.watch.watching(job.id) as watcher:
                 fresh = await self.store.get_job(job.id)
                 if fresh is not None:
                     job = fresh
                 if is_terminal(job.status):
                     break
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 1.0))
+                    await asyncio.wait_for(watcher.event.wait(), timeout=min(remaining, 1.0))
+            if watcher.job is not None:  # ended here: the committed job came with the wake-up
+                return watcher.job
             fresh = await self.store.get_job(job.id)
             if fresh is not None:
                 job = fresh
@@ -336,7 +350,7 @@ class JobService:
     def _committed(self, moved: list[Transition]) -> None:
         for item in moved:
             if is_terminal(item.to_status):
-                self.watch.notify(item.job.id)
+                self.watch.notify(item.job)
             for listener in self.commit_listeners:
                 try:
                     listener(item)
