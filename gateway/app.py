@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import quota
+from gateway import collector, quota
 from gateway.admin import AdminService
 from gateway.api import admin as admin_api
 from gateway.api import admin_webhooks as admin_webhooks_api
@@ -225,8 +225,10 @@ def create_app(
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
             svc.tasks.append(asyncio.create_task(svc.callbacks.deliverer.run(), name="deliverer"))
+            collector_defaults = collector.tune()
             log.info("gateway_started", upstream=settings.wavespeed_base_url)
             yield
+            collector.restore(collector_defaults)
             svc.shutting_down = True
             await svc.dispatcher.stop(settings.shutdown_grace_seconds)
             await svc.callbacks.deliverer.stop(settings.shutdown_grace_seconds)
