@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
+from gateway import collector
 from tests.conftest import Gateway, TenantHandle, in_process_gateway
 
 
@@ -28,3 +30,16 @@ async def test_in_process_accepts_and_validates(tmp_path: Path) -> None:
         ok = await tenant.client.post("/v1/jobs", json={"model": "flux-kontext-max", "prompt": "x"})
         assert ok.status_code == 202
         assert ok.json()["status"] == "queued"
+
+
+async def test_the_collector_is_tuned_while_serving_and_restored_after(tmp_path: Path) -> None:
+    defaults = gc.get_threshold()
+    assert defaults[0] != collector.GEN0_THRESHOLD
+    async with in_process_gateway(tmp_path) as gateway:
+        assert gc.get_threshold() == (collector.GEN0_THRESHOLD, defaults[1], defaults[2])
+        assert gc.get_freeze_count() > 0  # what start-up built is out of the collections' way
+        tenant = await gateway.new_tenant()
+        created = await tenant.client.post("/v1/jobs", json={"model": "flux-kontext-pro", "prompt": "p"})
+        assert created.status_code == 202, created.text
+    assert gc.get_threshold() == defaults
+    assert gc.get_freeze_count() == 0
