@@ -48,15 +48,13 @@ async def tenant(request: Request) -> Principal:
     svc = services(request)
     now = svc.clock()
     principal = await authenticate(svc.store, request.headers.get("authorization"), now)
-    request.state.tenant_id = principal.tenant.id
     bind(tenant_id=principal.tenant.id)
     svc.touch_key(principal.key, now)
     return principal
 
 
-def bind_job(request: Request, job_id: str) -> None:
-    """The job this request is about: on request.state and on every log line from here on."""
-    request.state.job_id = job_id
+def bind_job(job_id: str) -> None:
+    """The job this request is about: on every log line from here on."""
     bind(job_id=job_id)
 
 

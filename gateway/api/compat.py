@@ -68,7 +68,7 @@ async def submit(request: Request) -> Response:
     )
     svc = services(request)
     job, _ = await svc.jobs.accept(principal, parsed.job, request.headers.get("idempotency-key"))
-    bind_job(request, job.id)
+    bind_job(job.id)
     base = _base_url(request)
     if parsed.sync_mode and not is_terminal(job.status):
         waited = svc.settings.sync_mode_timeout_seconds
@@ -86,7 +86,7 @@ async def get_prediction(request: Request) -> Response:
         job = await services(request).jobs.get_job(principal.tenant.id, prediction_id)
     except NotFound:
         raise NotFound(f"prediction not found: {prediction_id}", code="job_not_found") from None
-    bind_job(request, job.id)
+    bind_job(job.id)
     return ok(compat.prediction(job, _base_url(request)))
 
 

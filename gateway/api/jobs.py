@@ -27,7 +27,7 @@ async def create_job(request: Request) -> Response:
     body = await read_json(request)
     svc = services(request)
     job, created = await svc.jobs.create_job(principal, body, request.headers.get("idempotency-key"))
-    bind_job(request, job.id)
+    bind_job(job.id)
     wait = body.get("wait") if isinstance(body, dict) else None
     waited = False
     if wait and not is_terminal(job.status):
@@ -47,7 +47,7 @@ async def get_job(request: Request) -> Response:
     principal = await tenant(request)
     svc = services(request)
     job = await svc.jobs.get_job(principal.tenant.id, request.path_params["job_id"])
-    bind_job(request, job.id)
+    bind_job(job.id)
     return json_response(job_view(job, await svc.jobs.get_events(job.id)))
 
 
@@ -74,7 +74,7 @@ async def cancel_job(request: Request) -> Response:
     principal = await tenant(request)
     svc = services(request)
     job = await svc.jobs.cancel_job(principal.tenant.id, request.path_params["job_id"])
-    bind_job(request, job.id)
+    bind_job(job.id)
     return json_response(job_view(job, await svc.jobs.get_events(job.id)))
 
 

@@ -24,7 +24,7 @@ log = get_logger()
 async def wavespeed_webhook(request: Request) -> Response:
     svc = services(request)
     job_id = request.path_params["job_id"]
-    bind_job(request, job_id)
+    bind_job(job_id)
     body = await request.body()
     secret = svc.wavespeed_webhook_secret
     if secret is None:
