@@ -64,14 +64,19 @@ class Services:
     shutting_down: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     touching: set[str] = field(default_factory=set)
+    # key id -> when this process last recorded its use (the key as read may be older: the
+    # store keeps key lookups while nothing that decides validity changes).
+    touched: dict[str, float] = field(default_factory=dict)
 
     def touch_key(self, key: ApiKey, now: float) -> None:
         """Record a key's use, at most once a minute, without holding up the request."""
-        if key.last_used_at is not None and now - key.last_used_at < KEY_TOUCH_SECONDS:
+        last = max(key.last_used_at or 0.0, self.touched.get(key.id, 0.0))
+        if now - last < KEY_TOUCH_SECONDS:
             return
         if key.id in self.touching or self.shutting_down:
             return
         self.touching.add(key.id)
+        self.touched[key.id] = now
         key_id = key.id
 
         def script(tx: Tx) -> None:

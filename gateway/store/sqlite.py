@@ -29,13 +29,14 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
-from gateway.store.migrations import MIGRATIONS
+from gateway.store.migrations import MIGRATIONS, statements
 from gateway.store.sqlite_callbacks import CallbackReads, CallbackTx
 from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, tenant_from_row
 
 T = TypeVar("T")
 
 MAX_BATCH = 512
+MAX_KEPT_KEYS = 10_000  # find_key's memory: past it, start again
 # A tenant by id or by name, an id winning over a name: two lookups, each on its own index
 # (the id alone is what the hot paths ask for, and it is found by the first).
 _TENANT_BY_ID = "SELECT * FROM tenants WHERE id = ?"
@@ -183,6 +184,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
+        self._keys: dict[str, tuple[int, tuple[Tenant, ApiKey]]] = {}  # see find_key
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -263,9 +265,8 @@ class SQLiteStore(TenancyReads, CallbackReads):
             for version, description, sql in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements(sql):
+                    conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                     (version, description, time.time()),
@@ -442,6 +443,22 @@ class SQLiteStore(TenancyReads, CallbackReads):
         return tenant_from_row(rows[0]) if rows else None
 
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
+        """The key with this hash and its tenant. What was read is kept for the next requests
+        while the tenancy version (raised by triggers on any change to tenants or to what
+        decides a key's validity, by any process: migration 5) is the same; the version is one
+        row, read on every call. Unknown hashes are not kept."""
+        version = self._point("SELECT version FROM tenancy_version")[0][0]
+        kept = self._keys.get(secret_hash)
+        if kept is not None and kept[0] == version:
+            return kept[1]
+        found = self._read_key(secret_hash)
+        if found is not None:
+            if len(self._keys) >= MAX_KEPT_KEYS:
+                self._keys.clear()
+            self._keys[secret_hash] = (version, found)
+        return found
+
+    def _read_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
         rows = self._point(
             "SELECT k.*, t.name AS t_name, t.created_at AS t_created_at, "
             "t.disabled_at AS t_disabled_at, t.limits AS t_limits, "
