@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +273,15 @@ async def test_an_unexpected_error_is_a_500_with_request_id_counted_and_logged(
     assert counted == 1
     logged = [r for r in lines(json_logs) if r.get("event") == "unhandled_error"]
     assert logged and logged[0]["request_id"] == "req-boom" and "a bug" in logged[0]["exception"]
+
+
+def test_log_timestamps_are_utc_to_the_microsecond() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.logs import timestamp
+
+    before = datetime.now(UTC)
+    stamped = timestamp(None, "info", {})["timestamp"]
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamped), stamped
+    assert before.replace(microsecond=0) <= datetime.fromisoformat(stamped) <= after
