@@ -88,9 +88,10 @@ _SECRET_VALUES = re.compile(
 )
 REDACTED = "[redacted]"
 # Fields whose values the gateway makes itself (ids, catalog names, numbers): never a secret,
-# so the redaction skips them. request_id is not here: a client may choose its value.
+# so the redaction skips them. Not here: request_id (a client may choose it) and event (for
+# the standard library's lines it is the message text).
 _PLAIN_FIELDS = frozenset({
-    "event", "level", "timestamp", "tenant_id", "job_id", "model", "task", "route", "method",
+    "level", "timestamp", "tenant_id", "job_id", "model", "task", "route", "method",
     "status", "duration_ms", "from_status", "to_status", "source",
 })
 
