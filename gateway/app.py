@@ -63,9 +63,9 @@ class Services:
     wavespeed_webhook_secret: str | None = None
     shutting_down: bool = False
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    touching: set[str] = field(default_factory=set)
-    # key id -> when this process last recorded its use (the key as read may be older: the
-    # store keeps key lookups while nothing that decides validity changes).
+    # key id -> when this process last started recording its use (the key as read may be
+    # older: the store keeps key lookups while nothing that decides validity changes). Set
+    # before the write, so a write in flight also keeps the next requests from starting one.
     touched: dict[str, float] = field(default_factory=dict)
 
     def touch_key(self, key: ApiKey, now: float) -> None:
@@ -73,9 +73,8 @@ class Services:
         last = max(key.last_used_at or 0.0, self.touched.get(key.id, 0.0))
         if now - last < KEY_TOUCH_SECONDS:
             return
-        if key.id in self.touching or self.shutting_down:
+        if self.shutting_down:
             return
-        self.touching.add(key.id)
         self.touched[key.id] = now
         key_id = key.id
 
@@ -87,8 +86,6 @@ class Services:
                 await self.store.write(script)
             except Exception:
                 log.warning("key_touch_failed", key_id=key_id)
-            finally:
-                self.touching.discard(key_id)
 
         task = asyncio.create_task(touch())
         self.tasks.append(task)
