@@ -202,6 +202,7 @@ class CallbackTx:
 
 class CallbackReads:
     _reader: Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
+    _point: Callable[..., list[sqlite3.Row]]
 
     async def _callback_rows(self, sql: str, args: Any = ()) -> list[aiosqlite.Row]:
         async with self._reader() as db:
@@ -263,7 +264,9 @@ class CallbackReads:
         return found
 
     async def next_webhook_due(self) -> float | None:
-        rows = await self._callback_rows(
+        # A point read (the partial index webhook_messages_due), inline: the deliverer asks
+        # after every transition that may have queued a message.
+        rows = self._point(
             "SELECT MIN(next_attempt_at) FROM webhook_messages WHERE status = 'pending'"
         )
         value = rows[0][0] if rows else None
