@@ -198,7 +198,14 @@ class Dispatcher:
                 # Never re-sent: a webhook adopts it, or the reconciler fails it at the deadline.
                 log.warning("submit_outcome_unknown", job_id=job.id, error=exc.message)
             else:
-                await self._service.run_transitions(self._submitted(job.id, prediction.id))
+                # Not waited on to reach the disk: nobody is told of this commit (no callback
+                # event), and the claim it follows was durable. A power cut that takes it
+                # leaves the job claimed with its outcome unknown, which WaveSpeed's webhook
+                # adopts (or the reconciler fails at the deadline); and the commit that
+                # records that webhook is durable, so it takes this one to disk first.
+                await self._service.run_transitions(
+                    self._submitted(job.id, prediction.id), durable=False
+                )
         except asyncio.CancelledError:
             raise
         except Exception:

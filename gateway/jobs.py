@@ -341,9 +341,10 @@ class JobService:
 
     # -- changing ----------------------------------------------------------------------------
 
-    async def run_transitions(self, script: Callable[[Tx], Any]) -> Any:
-        """Run a script that returns (value, [Transition...]); notify listeners after commit."""
-        value, moved = await self.store.write(script)
+    async def run_transitions(self, script: Callable[[Tx], Any], *, durable: bool = True) -> Any:
+        """Run a script that returns (value, [Transition...]); notify listeners after commit.
+        ``durable``: see ``Store.write``."""
+        value, moved = await self.store.write(script, durable=durable)
         self._committed(moved)
         return value
 

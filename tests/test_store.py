@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -140,6 +141,62 @@ async def test_every_acknowledged_write_is_visible_to_reads(store: SQLiteStore) 
         assert stored is not None and stored.status == status and stored.upstream_id == f"up-{job.id}"
     listed = await store.list_jobs(tenant_id, status=None, model=None, limit=100, before_id=None)
     assert len(listed) == 40
+
+
+def synchronous_seen(job: Job) -> Any:
+    """Insert ``job`` and say which synchronous setting the batch commits with."""
+
+    def script(tx: Any) -> int:
+        tx.insert_job(job)
+        return int(tx.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    return script
+
+
+FULL, NORMAL = 2, 1
+
+
+async def test_a_batch_of_relaxed_writes_only_is_committed_without_waiting_for_the_disk(
+    store: SQLiteStore,
+) -> None:
+    tenant_id = await new_tenant(store)
+    relaxed = store.relaxed_batches
+    assert await store.write(synchronous_seen(make_job(tenant_id)), durable=False) == NORMAL
+    assert store.relaxed_batches == relaxed + 1
+    # The next durable write is fsynced again, and takes the relaxed one to disk with it.
+    assert await store.write(synchronous_seen(make_job(tenant_id))) == FULL
+    # One durable script in a batch makes the whole batch durable.
+    batches = store.batches
+    seen = await asyncio.gather(
+        store.write(synchronous_seen(make_job(tenant_id)), durable=False),
+        store.write(synchronous_seen(make_job(tenant_id))),
+        store.write(synchronous_seen(make_job(tenant_id)), durable=False),
+    )
+    assert store.batches == batches + 1 and seen == [FULL, FULL, FULL]
+    assert store.relaxed_batches == relaxed + 1
+
+
+def test_a_relaxed_write_survives_the_process_being_killed(tmp_path: Path) -> None:
+    """synchronous=NORMAL in WAL mode still commits to the WAL: only a power cut can take it."""
+    path = tmp_path / "killed.db"
+    child = f"""
+import asyncio, os, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from gateway.store.sqlite import SQLiteStore
+from gateway.tenancy import create_tenant
+
+async def main():
+    store = SQLiteStore({str(path)!r})
+    await store.open()
+    await store.migrate()
+    await store.write(create_tenant("killed", {{}}, time.time()), durable=False)
+    os._exit(0)  # no close, no checkpoint: only the WAL holds the tenant
+
+asyncio.run(main())
+"""
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM tenants").fetchall() == [("killed",)]
 
 
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:

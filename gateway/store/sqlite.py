@@ -6,6 +6,12 @@ that raises leaves the others intact) and commit once: group commit, with no tim
 caller waits for its own batch's commit, so nothing is acknowledged before it is durable.
 WAL with synchronous=FULL: the commit is fsynced, and group commit makes that nearly free.
 
+A script may be written ``durable=False``: progress that nobody is told about and that the
+gateway recovers without loss if a power cut takes it (see ``write``). A batch of such scripts
+only is committed with synchronous=NORMAL: in WAL mode it survives a crash of the process, not
+of the machine, until the next fsynced commit, which writes it to disk too (the WAL is one
+file, appended in commit order). One fsync less on such a write's path.
+
 Reads: under WAL every reader sees only committed data. Point reads by key (a job, its
 events, a key, an idempotency record) run inline on the event loop's thread on a connection of
 their own: they take a few microseconds, less than a hand-off to another thread costs (see
@@ -170,6 +176,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
 class _Pending:
     script: Callable[[SQLiteTx], Any]
     future: asyncio.Future[Any]
+    durable: bool
 
 
 class SQLiteStore(TenancyReads, CallbackReads):
@@ -188,8 +195,10 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._synchronous = "FULL"  # the writer connection's setting (see _connect_pragmas)
         self.batches = 0
         self.scripts = 0
+        self.relaxed_batches = 0  # committed without an fsync: every script was durable=False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -289,11 +298,16 @@ class SQLiteStore(TenancyReads, CallbackReads):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, script: Callable[[SQLiteTx], T]) -> T:
+    async def write(self, script: Callable[[SQLiteTx], T], *, durable: bool = True) -> T:
+        """Run ``script`` in the next batch; return once the batch is committed.
+
+        ``durable=False`` only for what nobody outside learns from this commit and what is
+        recovered without loss if a power cut takes it: the commit is then not waited on to
+        reach the disk (the next durable commit takes it there)."""
         if self._writer_task is None or self._closing:
             raise RuntimeError("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(script, future))
+        self._pending.append(_Pending(script, future, durable))
         self._wake.set()
         return await future
 
@@ -325,6 +339,10 @@ class SQLiteStore(TenancyReads, CallbackReads):
         assert conn is not None
         tx = SQLiteTx(conn)
         outcomes: list[tuple[bool, Any]] = []
+        synchronous = "FULL" if any(item.durable for item in batch) else "NORMAL"
+        if synchronous != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in batch:
@@ -345,6 +363,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
             raise
         self.batches += 1
         self.scripts += len(batch)
+        self.relaxed_batches += synchronous == "NORMAL"
         return outcomes
 
     # -- reads -------------------------------------------------------------------------------
