@@ -22,12 +22,14 @@ the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, TypeVar
@@ -172,6 +174,49 @@ class SQLiteTx(TenancyTx, CallbackTx):
         )
 
 
+class _WriterThread:
+    """The one thread that owns the writer connection: runs what it is handed, in order, and
+    answers on the event loop. One queue put and one call_soon_threadsafe per hand-off
+    (a ThreadPoolExecutor and asyncio's future chaining cost about twice as much)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._work: queue.SimpleQueue[tuple[Callable[[], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._work.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        """Finish what was handed over, then end the thread."""
+        self._work.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            fn, future = item
+            try:
+                result, error = fn(), None
+            except BaseException as exc:  # handed to the caller, like an executor would
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                self._loop.call_soon_threadsafe(_settle, future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled meanwhile
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 @dataclass
 class _Pending:
     script: Callable[[SQLiteTx], Any]
@@ -187,7 +232,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._reader_count = readers
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
-        self._executor: ThreadPoolExecutor | None = None
+        self._writer: _WriterThread | None = None
         self._conn: sqlite3.Connection | None = None
         self._inline: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
@@ -203,7 +248,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._writer = _WriterThread(asyncio.get_running_loop())
         self._conn = await self._in_writer(self._open_writer)
         for _ in range(self._reader_count):
             reader = await aiosqlite.connect(self.path)
@@ -247,13 +292,13 @@ class SQLiteStore(TenancyReads, CallbackReads):
             conn = self._conn
             await self._in_writer(conn.close)
             self._conn = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
 
     async def _in_writer(self, fn: Callable[[], T]) -> T:
-        assert self._executor is not None, "store is not open"
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        assert self._writer is not None, "store is not open"
+        return await self._writer.run(fn)
 
     # -- migrations --------------------------------------------------------------------------
 
