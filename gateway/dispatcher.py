@@ -78,7 +78,8 @@ class Dispatcher:
         else:
             queue.append(job.id)
         self._queued.add(job.id)
-        self._wake.set()
+        if len(self.in_flight) < self.max_concurrency:  # else the next free slot wakes it
+            self._wake.set()
 
     @property
     def queued_count(self) -> int:
@@ -116,12 +117,14 @@ class Dispatcher:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        resume: asyncio.TimerHandle | None = None
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             pause = self._paused_until - loop.time()
             if pause > 0:
-                loop.call_later(pause, self._wake.set)
+                if resume is None or resume.when() < self._paused_until:  # one timer at a time
+                    resume = loop.call_at(self._paused_until, self._wake.set)
                 continue
             while len(self.in_flight) < self.max_concurrency and not self._stopping:
                 job_id = self._next_job()
