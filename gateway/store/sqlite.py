@@ -388,20 +388,27 @@ class SQLiteStore(TenancyReads, CallbackReads):
         if synchronous != self._synchronous:
             conn.execute(f"PRAGMA synchronous={synchronous}")
             self._synchronous = synchronous
+        alone = len(batch) == 1  # the transaction is the script's own: no savepoint needed
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in batch:
-                conn.execute("SAVEPOINT script")
+                if not alone:
+                    conn.execute("SAVEPOINT script")
                 try:
                     value = item.script(tx)
                 except Exception as exc:
-                    conn.execute("ROLLBACK TO script")
-                    conn.execute("RELEASE script")
+                    if alone:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO script")
+                        conn.execute("RELEASE script")
                     outcomes.append((False, exc))
                 else:
-                    conn.execute("RELEASE script")
+                    if not alone:
+                        conn.execute("RELEASE script")
                     outcomes.append((True, value))
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
