@@ -1,9 +1,10 @@
 """SQLite implementation of the store.
 
 Writes: one connection owned by one thread. Transaction scripts queue up while the previous
-batch commits, then run together in one transaction (each in its own savepoint, so one script
-that raises leaves the others intact) and commit once: group commit, with no timer. Every
-caller waits for its own batch's commit, so nothing is acknowledged before it is durable.
+batch commits, then run together in one transaction (each in its own savepoint when there are
+several, so one script that raises leaves the others intact) and commit once: group commit,
+with no timer. Every caller waits for its own batch's commit, so nothing is acknowledged
+before it is durable.
 WAL with synchronous=FULL: the commit is fsynced, and group commit makes that nearly free.
 
 A script may be written ``durable=False``: progress that nobody is told about and that the
@@ -243,7 +244,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._synchronous = "FULL"  # the writer connection's setting (see _connect_pragmas)
         self.batches = 0
         self.scripts = 0
-        self.relaxed_batches = 0  # committed without an fsync: every script was durable=False
+        self.relaxed_batches = 0  # run with synchronous=NORMAL: every script was durable=False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
