@@ -125,6 +125,8 @@ async def _lifespan(app: Asgi) -> tuple[asyncio.Queue[dict[str, str]], asyncio.T
 
 
 async def measure(requests: int, repeat: int, workdir: Path) -> dict[str, float]:
+    from starlette.routing import request_response
+
     from bench.baseline_app import create_baseline_app
     from bench.payload import job_body
     from bench.servers import prepare_gateway_database
@@ -143,8 +145,6 @@ async def measure(requests: int, repeat: int, workdir: Path) -> dict[str, float]
         app = create_app(load_settings())
         route = next(r for r in app.router.routes
                      if getattr(r, "path", "") == "/v1/jobs" and "POST" in getattr(r, "methods", ()))
-        from starlette.routing import request_response
-
         route.app = request_response(_staged(stage))
         inbox, task = await _lifespan(app)
         headers = [*base, (b"authorization", f"Bearer {key}".encode())]
