@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -141,6 +142,30 @@ async def test_every_acknowledged_write_is_visible_to_reads(store: SQLiteStore) 
         assert stored is not None and stored.status == status and stored.upstream_id == f"up-{job.id}"
     listed = await store.list_jobs(tenant_id, status=None, model=None, limit=100, before_id=None)
     assert len(listed) == 40
+
+
+async def test_a_caller_cancelled_while_its_batch_runs_leaves_the_store_working(
+    store: SQLiteStore,
+) -> None:
+    """Cancelling a writer's caller does not undo its script (the batch commits; the caller
+    just does not hear of it), and the writer thread goes on with the next batch."""
+    tenant_id = await new_tenant(store)
+    slow_job, next_job = make_job(tenant_id, "slow"), make_job(tenant_id, "next")
+    started = threading.Event()
+
+    def slow(tx: Any) -> str:
+        started.set()
+        time.sleep(0.2)  # in the writer thread, while the caller is cancelled
+        return str(insert(slow_job)(tx))
+
+    caller = asyncio.ensure_future(store.write(slow))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await asyncio.wait_for(store.write(insert(next_job)), 10) == next_job.id
+    assert await store.get_job(slow_job.id) is not None
+    assert await store.get_job(next_job.id) is not None
 
 
 def synchronous_seen(job: Job) -> Any:
