@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,14 @@ def main() -> None:
         os.dup2(log, 2)
         import uvloop
 
-        figures = uvloop.run(measure(args.requests, args.repeat, Path(workdir)))
+        try:
+            figures = uvloop.run(measure(args.requests, args.repeat, Path(workdir)))
+        except BaseException:
+            # stdout and stderr are the log file, about to be deleted: show what went wrong.
+            print(traceback.format_exc(), file=out)
+            tail = (Path(workdir) / "gateway.log").read_text(errors="replace").splitlines()[-20:]
+            print("\n".join(["gateway log, last lines:", *tail]), file=out)
+            raise SystemExit(1) from None
     print(f"CPU per request, in process, {CLIENTS} clients, medians of {args.repeat} runs",
           file=out)
     print(f"{'baseline (bare Starlette + pydantic)':40} {figures['baseline']:7.0f} us", file=out)
