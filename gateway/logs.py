@@ -12,7 +12,6 @@ API key, a webhook secret or a bearer token are masked wherever they appear.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import re
@@ -25,6 +24,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
+
+from gateway import jsonio
 
 if TYPE_CHECKING:
     from gateway.jobs import Transition
@@ -128,7 +129,6 @@ def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.t
     return event
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), default=repr)
 _second: tuple[int, str] = (0, "")
 
 
@@ -169,9 +169,8 @@ class LineWriter:
 
 
 def render_json(_: object, __: str, event: structlog.typing.EventDict) -> str:
-    """One JSON line; values JSON cannot carry are written as their repr. One encoder for
-    every line (structlog's JSONRenderer makes one per line)."""
-    return _JSON.encode(event)
+    """One JSON line (gateway.jsonio); values JSON cannot carry are written as their repr."""
+    return jsonio.dumps(event, fallback=repr)
 
 
 def configure_logging(fmt: Literal["json", "console"], level: str) -> None:

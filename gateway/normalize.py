@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from gateway import catalog
+from gateway import catalog, jsonio
 from gateway.catalog import Endpoint
 from gateway.errors import FieldError, InvalidRequest, NotFound
 
@@ -134,7 +134,7 @@ def parse_metadata(value: Any, errors: list[FieldError]) -> dict[str, Any] | Non
     if not isinstance(value, dict):
         errors.append(FieldError("metadata", "must be a JSON object"))
         return None
-    if len(json.dumps(value, separators=(",", ":"))) > catalog.MAX_METADATA_BYTES:
+    if len(jsonio.dumps_bytes(value)) > catalog.MAX_METADATA_BYTES:
         errors.append(FieldError("metadata", f"must be at most {catalog.MAX_METADATA_BYTES} bytes"))
         return None
     return value

@@ -27,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import httpx
 
+from gateway import jsonio
 from gateway.errors import UpstreamError
 
 
@@ -156,7 +157,7 @@ def _retry_after(response: httpx.Response, default: float) -> float:
 def unwrap(response: httpx.Response, operation: str) -> Any:
     """WaveSpeed's envelope -> its ``data``, or the matching Upstream* error."""
     try:
-        payload = response.json()
+        payload = jsonio.loads(response.content)
     except ValueError:
         payload = None
     status = response.status_code

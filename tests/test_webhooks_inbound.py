@@ -151,7 +151,9 @@ async def test_signed_webhook_that_is_not_a_prediction_is_400(
     job = await submitted_job(tenant, simulator)
     before = await job_state(tenant, job["id"])
     secret = simulator.config.webhook_secret
-    for index, body in enumerate([b"not json", b"[]", b'{"status": "completed"}', b'{"id": ""}']):
+    not_json = prediction_body(job["upstream_id"]).replace(b'"error":""', b'"error":NaN')
+    bodies = [b"not json", b"[]", b'{"status": "completed"}', b'{"id": ""}', not_json]
+    for index, body in enumerate(bodies):
         response = await deliver(gateway, job["id"], body, wavespeed_signed(secret, body, f"m{index}"))
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "bad_webhook_body"

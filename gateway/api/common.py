@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,6 +11,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from gateway import jsonio
 from gateway.errors import BadRequest, FieldError
 from gateway.jobs import MICROS
 from gateway.logs import bind
@@ -32,7 +32,7 @@ async def read_json(request: Request) -> Any:
     if not body:
         raise BadRequest("request body is empty; send a JSON object", code="invalid_json")
     try:
-        return json.loads(body)
+        return jsonio.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
 
@@ -149,14 +149,11 @@ def event_view(event: JobEvent) -> dict[str, Any]:
     }
 
 
-_ENCODE_BODY = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
 class CompactJSONResponse(JSONResponse):
-    """Starlette's JSONResponse, rendered by one shared encoder (json.dumps builds one per call)."""
+    """Starlette's JSONResponse, rendered compact by gateway.jsonio."""
 
     def render(self, content: Any) -> bytes:
-        return _ENCODE_BODY(content).encode("utf-8")
+        return jsonio.dumps_bytes(content)
 
 
 def json_response(

@@ -6,12 +6,11 @@ delivery is refused and changes nothing. 2xx only after the outcome is committed
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway import jsonio
 from gateway.api.common import bind_job, json_response, services
 from gateway.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
 from gateway.logs import get_logger
@@ -39,7 +38,7 @@ async def wavespeed_webhook(request: Request) -> Response:
         log.warning("webhook_bad_signature", job_id=job_id, reason=str(exc))
         raise Unauthorized(f"bad webhook signature: {exc}", code="bad_signature") from None
     try:
-        prediction = Prediction.parse(json.loads(body))
+        prediction = Prediction.parse(jsonio.loads(body))
     except (ValueError, UpstreamProtocolError) as exc:
         svc.record_webhook("bad_body")
         raise BadRequest(f"webhook body is not a prediction: {exc}", code="bad_webhook_body") from None

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from gateway import jsonio
 from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
 from gateway.store.migrations import MIGRATIONS, statements
 from gateway.store.sqlite_callbacks import CallbackReads, CallbackTx
@@ -57,13 +58,8 @@ _INSERT_JOB = (
 )
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps makes one a call
-
-
 def _dump(value: Any) -> str | None:
-    if value is None:
-        return None
-    return "[]" if value == [] else _ENCODE(value)
+    return None if value is None else jsonio.dumps(value)
 
 
 def _job_from_row(row: sqlite3.Row | aiosqlite.Row) -> Job:
