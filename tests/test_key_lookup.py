@@ -1,10 +1,11 @@
 """Key lookups are kept per process while nothing that decides a key's validity changes: the
-tenancy version, raised by triggers (migration 5), is read on every lookup, so a change made by
-any connection, another process's included, counts at once; recording a key's use does not
-invalidate anything."""
+tenancy version, raised by triggers (migration 5), is read once per event-loop iteration, so a
+change made by any connection, another process's included, counts from the next request;
+recording a key's use does not invalidate anything."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,6 +91,31 @@ async def test_recording_a_use_keeps_the_lookup(stores: tuple[SQLiteStore, SQLit
     found = await serving.find_key(hash_key(issued.secret))
     assert found is not None and found[1].name == "renamed"
     assert await serving.find_key(hash_key("kgw_live_unknown")) is None
+
+
+async def test_the_version_is_read_once_per_loop_iteration(
+    stores: tuple[SQLiteStore, SQLiteStore],
+) -> None:
+    serving, other = stores
+    now = time.time()
+    tenant = await serving.write(create_tenant("acme", {}, now))
+    issued = await serving.write(issue_key(tenant.id, None, None, now))
+    secret_hash = hash_key(issued.secret)
+    await asyncio.sleep(0)
+    before = serving.version_reads
+    # Requests that arrived together are checked in one iteration: one read for all of them.
+    found = await asyncio.gather(*(serving.find_key(secret_hash) for _ in range(5)))
+    assert all(f is not None and f[1].id == issued.key.id for f in found)
+    assert serving.version_reads == before + 1
+
+    def revoke(tx: object) -> None:
+        tx.update_api_key(issued.key.id, revoked_at=now)  # type: ignore[attr-defined]
+
+    await other.write(revoke)
+    # A later iteration reads again and sees the other process's change.
+    found_again = await serving.find_key(secret_hash)
+    assert found_again is not None and found_again[1].revoked_at == now
+    assert serving.version_reads == before + 2
 
 
 def test_statements_keep_a_trigger_body_whole() -> None:

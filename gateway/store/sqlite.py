@@ -234,6 +234,8 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._inline: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._keys: dict[str, tuple[int, tuple[Tenant, ApiKey]]] = {}  # see find_key
+        self._version: int | None = None  # see _tenancy_version
+        self.version_reads = 0
         self._wake = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -513,9 +515,9 @@ class SQLiteStore(TenancyReads, CallbackReads):
     async def find_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
         """The key with this hash and its tenant. What was read is kept for the next requests
         while the tenancy version (raised by triggers on any change to tenants or to what
-        decides a key's validity, by any process: migration 5) is the same; the version is one
-        row, read on every call. Unknown hashes are not kept."""
-        version = self._point("SELECT version FROM tenancy_version")[0][0]
+        decides a key's validity, by any process: migration 5) is the same (see
+        ``_tenancy_version``). Unknown hashes are not kept."""
+        version = self._tenancy_version()
         kept = self._keys.get(secret_hash)
         if kept is not None and kept[0] == version:
             return kept[1]
@@ -525,6 +527,23 @@ class SQLiteStore(TenancyReads, CallbackReads):
                 self._keys.clear()
             self._keys[secret_hash] = (version, found)
         return found
+
+    def _tenancy_version(self) -> int:
+        """The tenancy version, read at most once per event-loop iteration. The lookups made in
+        one iteration are for requests that had all arrived when it began, so they were
+        concurrent with any change committed meanwhile, and none of them can have been sent
+        after that change was answered (its answer goes out in a later iteration, this
+        process's own writes included: the writer thread's commits are answered through the
+        loop). Each later iteration reads the version again."""
+        version = self._version
+        if version is None:
+            version = self._version = int(self._point("SELECT version FROM tenancy_version")[0][0])
+            self.version_reads += 1
+            asyncio.get_running_loop().call_soon(self._forget_version)
+        return version
+
+    def _forget_version(self) -> None:
+        self._version = None
 
     def _read_key(self, secret_hash: str) -> tuple[Tenant, ApiKey] | None:
         rows = self._point(
