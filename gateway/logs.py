@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from gateway import jsonio
+from gateway.times import iso_micros
 
 if TYPE_CHECKING:
     from gateway.jobs import Transition
@@ -129,18 +130,9 @@ def redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.t
     return event
 
 
-_second: tuple[int, str] = (0, "")
-
-
 def timestamp(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-    """UTC, to the microsecond, with a Z (as structlog's TimeStamper writes it), the date and
-    time formatted once a second."""
-    global _second
-    now = time.time()
-    whole = int(now)
-    if whole != _second[0]:
-        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    event["timestamp"] = f"{_second[1]}.{int((now - whole) * 1_000_000):06d}Z"
+    """UTC, to the microsecond, with a Z (as structlog's TimeStamper writes it)."""
+    event["timestamp"] = iso_micros(time.time())
     return event
 
 

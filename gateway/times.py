@@ -1,11 +1,46 @@
-"""Times given by people and clients: ISO 8601 with a time zone, read as unix timestamps."""
+"""Times in ISO 8601: written as UTC with a Z (answers, log lines), and read from people and
+clients (with a time zone) as unix timestamps."""
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import datetime
 from typing import Any
 
 from gateway.errors import FieldError, InvalidRequest
+
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted
+
+
+def _parts(ts: float) -> tuple[str, int]:
+    """``ts`` as its UTC date and time to the second, and the microseconds, rounded as
+    datetime.fromtimestamp rounds them (half to even). The date and time are formatted once
+    per second: in a job's view and on a log line, the times are nearly always this second."""
+    global _second
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    seconds = int(whole)
+    last = _second
+    if seconds != last[0]:
+        last = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return last[1], micros
+
+
+def iso_millis(ts: float) -> str:
+    """UTC to the millisecond (truncated, as isoformat does), with a Z: 2026-11-21T13:36:56.470Z."""
+    date_time, micros = _parts(ts)
+    return f"{date_time}.{micros // 1000:03d}Z"
+
+
+def iso_micros(ts: float) -> str:
+    """UTC to the microsecond, with a Z: 2026-11-21T13:36:56.470123Z."""
+    date_time, micros = _parts(ts)
+    return f"{date_time}.{micros:06d}Z"
 
 
 def parse_time(value: Any, field: str, *, after: float | None = None) -> float | None:

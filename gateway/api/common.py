@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ from gateway.jobs import MICROS
 from gateway.logs import bind
 from gateway.store import Job, JobEvent
 from gateway.tenancy import Principal, authenticate
+from gateway.times import iso_millis
 
 if TYPE_CHECKING:
     from gateway.app import Services
@@ -86,9 +86,7 @@ def list_params(
 
 def iso(ts: float | None) -> str | None:
     """UTC, to the millisecond (truncated), with a Z: 2026-11-21T13:36:56.470Z."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return None if ts is None else iso_millis(ts)
 
 
 def usd(micros: int | None) -> str | None:
