@@ -318,6 +318,49 @@ async def test_non_finite_numbers_are_not_json(
     assert listing.status_code == 200 and listing.json()["data"] == []
 
 
+def nested(levels: int) -> Any:
+    """An object ``levels`` deep: {"a": {"a": ... 1}}."""
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@module_loop
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # One level past the limit (the body is one level more than its metadata).
+        json.dumps(with_(T2I_MAX, metadata=nested(64))).encode(),
+        # Deep enough that the JSON writer cannot write it back (it stops at 254 levels).
+        json.dumps(with_(T2I_MAX, metadata=nested(300))).encode(),
+        # Deep enough that Python's reader raises RecursionError.
+        b'{"model": "flux-kontext-max", "prompt": "x", "metadata": ' + b"[" * 5000 + b"]" * 5000
+        + b"}",
+    ],
+    ids=["65", "301", "5001"],
+)
+async def test_json_nested_too_deep_is_400(gw: Gateway, client: TenantHandle, raw: bytes) -> None:
+    response = await client.client.post(
+        "/v1/jobs", content=raw, headers={"content-type": "application/json"}
+    )
+    assert_error_shape(response, 400, "invalid_json")
+    assert "nested deeper than 64 levels" in response.json()["error"]["message"]
+    assert sim_of(gw).state.requests == []
+    listing = await client.client.get("/v1/jobs")
+    assert listing.status_code == 200 and listing.json()["data"] == []
+
+
+@module_loop
+async def test_metadata_nested_to_the_limit_is_kept_and_shown(accepting: TenantHandle) -> None:
+    metadata = nested(63)  # the body is 64 levels deep
+    response = await accepting.client.post("/v1/jobs", json=with_(T2I_MAX, metadata=metadata))
+    assert response.status_code == 202, response.text
+    assert response.json()["metadata"] == metadata
+    shown = await accepting.client.get(f"/v1/jobs/{response.json()['id']}")
+    assert shown.status_code == 200 and shown.json()["metadata"] == metadata
+
+
 def big_body() -> bytes:
     return json.dumps(with_(T2I_MAX, prompt="x" * (MAX_BODY + 100))).encode()
 
