@@ -50,3 +50,30 @@ def test_values_json_cannot_carry() -> None:
     assert jsonio.dumps(float("nan")) == "null"
     assert jsonio.dumps({"at": object()}, fallback=lambda v: "obj") == '{"at":"obj"}'
     assert jsonio.dumps(Decimal("0.40")) == '"0.40"'
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('{"a": 1e400}', "out of range"),
+        ('["\\ud800"]', "unpaired surrogate"),
+        ('{"\\uDC00x": 1}', "unpaired surrogate"),
+        ('{"a": ["ok", {"b": "\\udbff"}]}', "unpaired surrogate"),
+    ],
+)
+def test_values_that_could_not_be_written_are_refused(text: str, why: str) -> None:
+    for data in (text, text.encode()):
+        with pytest.raises(ValueError, match=why):
+            jsonio.loads(data)
+
+
+def test_surrogate_pairs_and_large_numbers_are_read() -> None:
+    value = jsonio.loads(b'{"fox": "\\ud83e\\udd8a", "big": 123456789012345678901234567890, "f": 1e300}')
+    assert value == {"fox": "\U0001f98a", "big": 123456789012345678901234567890, "f": 1e300}
+    assert jsonio.loads(jsonio.dumps(value)) == value
+
+
+def test_bytes_are_strict_utf8_with_an_optional_bom() -> None:
+    assert jsonio.loads(b'\xef\xbb\xbf{"a": "\xc3\xa9"}') == {"a": "\u00e9"}
+    with pytest.raises(UnicodeDecodeError):
+        jsonio.loads(b'["\xed\xa0\x80"]')  # U+D800 encoded: json.loads would read it

@@ -295,27 +295,50 @@ async def test_malformed_json_is_400(gw: Gateway, client: TenantHandle, raw: byt
 
 @module_loop
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "why"),
     [
-        b'{"model": "flux-kontext-max", "prompt": "x", "guidance_scale": NaN, "seed": Infinity}',
-        # Not checked by any parameter's rules: before, the job was accepted, and its 202 and
-        # every later listing of the tenant's jobs failed to render (NaN cannot be written).
-        b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"score": NaN}}',
-        b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"a": [1, -Infinity]}}',
+        (b'{"model": "flux-kontext-max", "prompt": "x", "guidance_scale": NaN, "seed": Infinity}',
+         "is not valid JSON"),
+        # Not checked by any parameter's rules: each was accepted before, and its 202 and every
+        # later listing of the tenant's jobs failed (the value cannot be written as JSON).
+        (b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"score": NaN}}',
+         "is not valid JSON"),
+        (b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"a": [1, -Infinity]}}',
+         "is not valid JSON"),
+        (b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"a": 1e400}}',
+         "out of range"),
+        (b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"a": "\\ud800"}}',
+         "unpaired surrogate"),
+        (b'{"model": "flux-kontext-max", "prompt": "x", "metadata": {"\\uDFFF": 1}}',
+         "unpaired surrogate"),
+        (b'{"model": "flux-kontext-max", "prompt": "a \\ud83e fox"}', "unpaired surrogate"),
+        (b'{"model": "flux-kontext-max", "prompt": "a \xed\xa0\x80 fox"}', "can't decode"),
     ],
-    ids=["parameters", "metadata", "nested"],
+    ids=["parameters", "metadata-nan", "nested-infinity", "overflow", "surrogate", "key",
+         "prompt", "encoded-surrogate"],
 )
-async def test_non_finite_numbers_are_not_json(
-    gw: Gateway, client: TenantHandle, raw: bytes
+async def test_values_that_could_not_be_written_back_are_400(
+    gw: Gateway, client: TenantHandle, raw: bytes, why: str
 ) -> None:
     response = await client.client.post(
         "/v1/jobs", content=raw, headers={"content-type": "application/json"}
     )
     assert_error_shape(response, 400, "invalid_json")
-    assert "is not valid JSON" in response.json()["error"]["message"]
+    assert why in response.json()["error"]["message"]
     assert sim_of(gw).state.requests == []
     listing = await client.client.get("/v1/jobs")
     assert listing.status_code == 200 and listing.json()["data"] == []
+
+
+@module_loop
+async def test_escaped_characters_outside_the_basic_plane_are_kept(accepting: TenantHandle) -> None:
+    raw = b'{"model": "flux-kontext-max", "prompt": "a \\ud83e\\udd8a", "metadata": {"n": 1e300}}'
+    response = await accepting.client.post(
+        "/v1/jobs", content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["inputs"]["prompt"] == "a \U0001f98a"
+    assert response.json()["metadata"] == {"n": 1e300}
 
 
 def nested(levels: int) -> Any:
