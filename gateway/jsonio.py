@@ -89,9 +89,16 @@ def _check_text(text: str) -> None:
 
 def dumps_bytes(value: Any, fallback: Callable[[Any], Any] | None = None) -> bytes:
     """Compact JSON as UTF-8. A value JSON cannot carry is written as ``fallback(value)``
-    (without one, pydantic_core.PydanticSerializationError, a ValueError). A float that is not
-    finite, which reading refuses, is written as null rather than as invalid JSON."""
-    return pydantic_core.to_json(value, fallback=fallback, inf_nan_mode="null")
+    (without one: TypeError or ValueError). A float that is not finite, which reading refuses,
+    is written as null rather than as invalid JSON."""
+    try:
+        return pydantic_core.to_json(value, fallback=fallback, inf_nan_mode="null")
+    except pydantic_core.PydanticSerializationError:
+        # What reading refuses but rows stored before it was strict (or a log line's text) may
+        # hold, and only the standard library writes: a string with an unpaired surrogate (as
+        # its escape), nesting past 254 levels. Never silently lost, never invalid JSON.
+        encoder = json.JSONEncoder(separators=(",", ":"), default=fallback, allow_nan=False)
+        return encoder.encode(value).encode()
 
 
 def dumps(value: Any, fallback: Callable[[Any], Any] | None = None) -> str:

@@ -4,6 +4,7 @@ and the health endpoints."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -405,6 +406,20 @@ async def test_job_view_has_every_documented_field(gw: Gateway) -> None:
         "seq": 1, "from": None, "to": "queued", "source": "api", "at": job["created_at"],
         "detail": None,
     }
+
+
+async def test_a_job_stored_before_reading_was_strict_is_still_shown(gw: Gateway) -> None:
+    """Metadata with an unpaired surrogate was accepted before request bodies were read
+    strictly (gateway.jsonio) and stored escaped: such a job must still be shown."""
+    tenant = await gw.new_tenant()
+    job = (await tenant.client.post("/v1/jobs", json={**EDIT, "metadata": {"k": "v"}})).json()
+    database = gw.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:  # as the earlier code wrote it
+        conn.execute("UPDATE jobs SET metadata = ? WHERE id = ?", ('{"k":"\\ud800"}', job["id"]))
+    shown = await tenant.client.get(f"/v1/jobs/{job['id']}")
+    assert shown.status_code == 200 and shown.json()["metadata"] == {"k": "\ud800"}
+    listed = await tenant.client.get("/v1/jobs")
+    assert listed.status_code == 200 and listed.json()["data"][0]["metadata"] == {"k": "\ud800"}
 
 
 async def test_health_and_readiness(gw: Gateway) -> None:

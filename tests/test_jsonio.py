@@ -77,3 +77,14 @@ def test_bytes_are_strict_utf8_with_an_optional_bom() -> None:
     assert jsonio.loads(b'\xef\xbb\xbf{"a": "\xc3\xa9"}') == {"a": "\u00e9"}
     with pytest.raises(UnicodeDecodeError):
         jsonio.loads(b'["\xed\xa0\x80"]')  # U+D800 encoded: json.loads would read it
+
+
+def test_what_only_the_standard_library_can_write_is_still_written() -> None:
+    # Reading refuses these; rows stored before it did, and log lines, may still hold them.
+    assert jsonio.dumps({"a": "x\ud800"}) == '{"a":"x\\ud800"}'
+    deep: object = 1
+    for _ in range(300):
+        deep = [deep]
+    assert json.loads(jsonio.dumps(deep)) == deep
+    with pytest.raises(ValueError):
+        jsonio.dumps({"a": "\ud800", "b": float("nan")})
