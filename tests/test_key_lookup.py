@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Forbidden, Unauthorized
+from gateway.store import Tenant
 from gateway.store.migrations import statements
 from gateway.store.sqlite import SQLiteStore
-from gateway.tenancy import authenticate, create_tenant, hash_key, issue_key
+from gateway.tenancy import IssuedKey, authenticate, create_tenant, hash_key, issue_key
 
 
 @pytest.fixture
@@ -37,13 +38,18 @@ def version(store: SQLiteStore) -> int:
     return int(store._point("SELECT version FROM tenancy_version")[0][0])
 
 
+async def acme_key(store: SQLiteStore, now: float) -> tuple[Tenant, IssuedKey]:
+    """A tenant "acme" and one key of it."""
+    tenant = await store.write(create_tenant("acme", {}, now))
+    return tenant, await store.write(issue_key(tenant.id, None, None, now))
+
+
 async def test_a_change_by_another_process_counts_at_once(
     stores: tuple[SQLiteStore, SQLiteStore],
 ) -> None:
     serving, other = stores
     now = time.time()
-    tenant = await serving.write(create_tenant("acme", {}, now))
-    issued = await serving.write(issue_key(tenant.id, "ci", None, now))
+    tenant, issued = await acme_key(serving, now)
     bearer = f"Bearer {issued.secret}"
     assert (await authenticate(serving, bearer, now)).tenant.id == tenant.id
     assert (await authenticate(serving, bearer, now)).key.id == issued.key.id  # kept
@@ -73,8 +79,7 @@ async def test_a_change_by_another_process_counts_at_once(
 async def test_recording_a_use_keeps_the_lookup(stores: tuple[SQLiteStore, SQLiteStore]) -> None:
     serving, _ = stores
     now = time.time()
-    tenant = await serving.write(create_tenant("acme", {}, now))
-    issued = await serving.write(issue_key(tenant.id, None, None, now))
+    _, issued = await acme_key(serving, now)
     before = version(serving)
 
     def touch(tx: object) -> None:
@@ -98,8 +103,7 @@ async def test_the_version_is_read_once_per_loop_iteration(
 ) -> None:
     serving, other = stores
     now = time.time()
-    tenant = await serving.write(create_tenant("acme", {}, now))
-    issued = await serving.write(issue_key(tenant.id, None, None, now))
+    _, issued = await acme_key(serving, now)
     secret_hash = hash_key(issued.secret)
     await asyncio.sleep(0)
     before = serving.version_reads
