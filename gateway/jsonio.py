@@ -6,7 +6,7 @@ tenant's jobs. So, where JSON comes in (request bodies, WaveSpeed's answers and 
 are refused although Python's json module reads them: NaN and Infinity (not JSON, RFC 8259),
 numbers too large for a float (1e400 reads as infinity), strings holding an unpaired surrogate
 such as "\\ud800", escaped or encoded (not Unicode text: UTF-8 cannot carry it), and nesting
-deeper than MAX_DEPTH levels (the writer below stops at 254, and Python's reader raises
+deeper than MAX_DEPTH levels (pydantic-core's writer stops at 254, and Python's reader raises
 RecursionError, not a ValueError, near 1,000). The last two need a walk over what was read,
 done only when the text holds such an escape or more brackets than the limit.
 

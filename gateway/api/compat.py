@@ -20,11 +20,11 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import compat
-from gateway.api.common import bind_job, read_json, services, tenant
+from gateway.api.common import bind_job, json_response, read_json, services, tenant
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.logs import get_logger
 from gateway.normalize import parse_wavespeed_request
@@ -46,13 +46,13 @@ def wavespeed_errors(handler: Handler) -> Handler:
             status, body, headers = compat.error_body(exc)
             if status >= 500:
                 log.warning("request_failed", code=exc.code, error=exc.message)
-            return JSONResponse(body, status_code=status, headers=headers)
+            return json_response(body, status, headers)
 
     return wrapped
 
 
 def ok(data: object) -> Response:
-    return JSONResponse(compat.envelope(data))
+    return json_response(compat.envelope(data))
 
 
 def _base_url(request: Request) -> str:
