@@ -11,11 +11,14 @@ API key, a webhook secret or a bearer token are masked wherever they appear.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -137,9 +140,17 @@ def timestamp(_: object, __: str, event: structlog.typing.EventDict) -> structlo
 
 
 class LineWriter:
-    """structlog's output: each line written whole with one os.write, or, for a stream without
-    a file descriptor (tests' StringIO), written and flushed (print() through the text layer
-    and its lock cost a third of a line)."""
+    """structlog's output.
+
+    To a file descriptor, the lines logged on an event loop's thread are gathered and written
+    with one ``os.write`` when the loop's current iteration ends (``call_soon``): a busy gateway
+    logs two lines per request, and a write system call costs more than formatting a line. A
+    line logged anywhere else (another thread, no running loop, another loop) is written at
+    once, after the lines gathered before it, so every thread's lines keep their order. What is
+    gathered is written at exit as well; a process killed outright loses at most the lines of
+    the iteration it was in.
+    To a stream without a file descriptor (tests' StringIO), each line is written and flushed
+    at once (print() through the text layer and its lock cost a third of a line)."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -147,17 +158,56 @@ class LineWriter:
             self._fd: int | None = stream.fileno()
         except (AttributeError, OSError, ValueError):
             self._fd = None
+        self._gathered: list[str] = []
+        self._flushing_loop: asyncio.AbstractEventLoop | None = None  # its call_soon will write
+        self._lock = threading.Lock()
+        if self._fd is not None:
+            atexit.register(self.flush)
 
     def msg(self, message: str) -> None:
         if self._fd is None:
             self._stream.write(message + "\n")
             self._stream.flush()
             return
-        data = (message + "\n").encode()
+        loop = asyncio.events._get_running_loop()
+        with self._lock:
+            self._gathered.append(message)
+            if self._flushing_loop is None and loop is not None:
+                self._flushing_loop = loop
+                loop.call_soon(self.flush)
+            elif loop is None or loop is not self._flushing_loop:
+                self._write()
+
+    def flush(self) -> None:
+        """Write what was gathered."""
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
+        """Under the lock: one write of every gathered line."""
+        self._flushing_loop = None
+        if not self._gathered or self._fd is None:
+            return
+        data = ("\n".join(self._gathered) + "\n").encode()
+        self._gathered.clear()
         while data:
             data = data[os.write(self._fd, data):]
 
     log = debug = info = warning = warn = error = critical = exception = fatal = failure = msg
+
+
+class _LineHandler(logging.Handler):
+    """The standard library's records, formatted, through the gateway's LineWriter."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self.writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def render_json(_: object, __: str, event: structlog.typing.EventDict) -> str:
@@ -182,16 +232,18 @@ def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
     exc_info: structlog.typing.Processor = (
         structlog.processors.format_exc_info if fmt == "json" else structlog.dev.set_exc_info
     )
+    # One writer for every line, the standard library's too, so that they keep their order.
+    writer = LineWriter(sys.stderr)
     structlog.configure(
         processors=[*shared, exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        # One writer for every logger: a factory making one per line costs more than the line.
-        logger_factory=_shared(LineWriter(sys.stderr)),
+        # One logger for every call: a factory making one per line costs more than the line.
+        logger_factory=_shared(writer),
         cache_logger_on_first_use=False,
     )
     global _active
     _active = structlog.get_logger().bind()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(writer)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, exc_info, renderer],
