@@ -5,6 +5,7 @@ commits what is queued, and migrations apply once (also through ``gateway migrat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -246,6 +247,43 @@ async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
             assert await reopened.get_job(job.id) is not None
     finally:
         await reopened.close()
+
+
+async def test_a_job_reads_back_as_written_with_every_field_set_or_left_empty(
+    store: SQLiteStore,
+) -> None:
+    """insert_job writes only the columns that have a value: a field left None must read back
+    None, and one set must read back as set, whichever set of columns a job has."""
+    tenant = await new_tenant(store)
+    bare = make_job(tenant)
+    full = make_job(tenant, "y")
+    for name, value in {
+        "callback_url": "https://example.test/hook", "metadata": {"a": [1, None]},
+        "cost_micros": 40_000, "upstream_id": "up-1", "outputs": ["https://o.test/1.png"],
+        "has_nsfw_contents": [False], "error_code": "e", "error_message": "m",
+        "upstream_timings": {"inference": 12}, "submit_attempted_at": 1.5, "submitted_at": 2.5,
+        "finished_at": 3.5, "last_heard_at": 4.5, "next_poll_at": 5.5, "not_before": 6.5,
+        "surface": "wavespeed",
+    }.items():
+        setattr(full, name, value)
+    for job in (bare, full, make_job(tenant, "z")):
+        await store.write(insert(job))
+        assert await store.get_job(job.id) == job
+
+
+def test_every_job_field_that_may_be_none_is_a_column_that_defaults_to_null(
+    tmp_path: Path,
+) -> None:
+    """What insert_job leaves out must read back as None: the column's default must be NULL."""
+    path = tmp_path / "schema.db"
+    with sqlite3.connect(path) as conn:
+        for _, _, sql in MIGRATIONS:
+            conn.executescript(sql)
+        columns = {row[1]: row for row in conn.execute("PRAGMA table_info(jobs)")}
+    for field in dataclasses.fields(Job):
+        column = columns[field.name]
+        if field.default is None or "None" in str(field.type):
+            assert column[4] is None, f"jobs.{field.name} defaults to {column[4]}, not NULL"
 
 
 async def test_migrations_apply_once(tmp_path: Path) -> None:
