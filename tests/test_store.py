@@ -100,6 +100,71 @@ async def test_one_failing_script_does_not_undo_the_others_in_its_batch(store: S
             assert stored is not None and len(events) == 1
 
 
+async def test_counter_changes_are_summed_per_batch_and_a_failed_script_adds_nothing(
+    store: SQLiteStore,
+) -> None:
+    """add_counters is written once per batch: each later script of the batch sees the changes
+    of those before it (its own too), and a script that raises leaves none behind."""
+    tenant_id = await new_tenant(store)
+    seen: list[tuple[int, int]] = []
+
+    def add(images: int, fail: bool = False) -> Any:
+        def script(tx: Any) -> None:
+            tx.add_counters(tenant_id, ("d", "m"), images, images * 10)
+            seen.append(tx.get_counter(tenant_id, "d"))
+            if fail:
+                raise Boom()
+
+        return script
+
+    await store.write(add(100))
+    batches = store.batches
+    results = await asyncio.gather(
+        store.write(add(1)), store.write(add(2, fail=True)), store.write(add(4)),
+        store.write(add(-1)), return_exceptions=True,
+    )
+    assert store.batches - batches == 1, "the scripts were meant to share one commit"
+    assert isinstance(results[1], Boom)
+    assert seen == [(100, 1000), (101, 1010), (103, 1030), (105, 1050), (104, 1040)]
+    assert await store.counters(tenant_id, ("d", "m", "open")) == {
+        "d": (104, 1040), "m": (104, 1040), "open": (0, 0),
+    }
+
+
+async def test_a_tenant_read_again_in_a_batch_shows_its_changes_and_not_rolled_back_ones(
+    store: SQLiteStore,
+) -> None:
+    tenant_id = await new_tenant(store)
+    seen: list[tuple[dict[str, Any], bool]] = []
+
+    def read(change: dict[str, Any] | None = None, fail: bool = False) -> Any:
+        def script(tx: Any) -> None:
+            if change is not None:
+                tx.update_tenant(tenant_id, **change)
+            tenant = tx.get_tenant(tenant_id)
+            seen.append((tenant.limits, tenant.disabled_at is not None))
+            if fail:
+                raise Boom()
+
+        return script
+
+    batches = store.batches
+    await asyncio.gather(
+        store.write(read()),
+        store.write(read({"limits": {"images_per_day": 3}})),
+        store.write(read()),
+        store.write(read({"disabled_at": 1.0}, fail=True)),
+        store.write(read()),
+        return_exceptions=True,
+    )
+    assert store.batches - batches == 1, "the scripts were meant to share one commit"
+    limited = {"images_per_day": 3}
+    assert seen == [({}, False), (limited, False), (limited, False), (limited, True),
+                    (limited, False)]
+    stored = await store.get_tenant(tenant_id)
+    assert stored is not None and stored.limits == limited and stored.disabled_at is None
+
+
 async def test_a_script_that_raises_alone_commits_nothing_and_the_store_goes_on(
     store: SQLiteStore,
 ) -> None:

@@ -88,6 +88,18 @@ class SQLiteTx(TenancyTx, CallbackTx):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self.tenants_read = {}
+        self.script_counts = {}
+        self.batch_counts = {}
+
+    def end_script(self, ok: bool) -> None:
+        """The running script returned (``ok``) or raised and was rolled back."""
+        if not ok:
+            self.tenants_read.clear()  # it may have read a tenant it had changed
+        self.end_script_counts(ok)
+
+    def before_commit(self) -> None:
+        self.flush_counters()
 
     def get_job(self, job_id: str) -> Job | None:
         row = self.conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -158,6 +170,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
         return cursor.rowcount == 1
 
     def insert_tenant(self, tenant: Tenant) -> None:
+        self.tenants_read.clear()
         self.conn.execute(
             "INSERT INTO tenants (id, name, created_at, disabled_at, limits, webhook_secret) "
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -166,11 +179,18 @@ class SQLiteTx(TenancyTx, CallbackTx):
         )
 
     def get_tenant(self, ref: str) -> Tenant | None:
+        """The tenant, read once per transaction (see TenancyTx); callers must not change it."""
+        tenant = self.tenants_read.get(ref)
+        if tenant is not None:
+            return tenant
         row = (
             self.conn.execute(_TENANT_BY_ID, (ref,)).fetchone()
             or self.conn.execute(_TENANT_BY_NAME, (ref,)).fetchone()
         )
-        return tenant_from_row(row) if row else None
+        if row is None:
+            return None
+        tenant = self.tenants_read[ref] = tenant_from_row(row)
+        return tenant
 
     def insert_api_key(self, key: ApiKey, secret_hash: str) -> None:
         self.conn.execute(
@@ -411,12 +431,15 @@ class SQLiteStore(TenancyReads, CallbackReads):
                     else:
                         conn.execute("ROLLBACK TO script")
                         conn.execute("RELEASE script")
+                    tx.end_script(ok=False)
                     outcomes.append((False, exc))
                 else:
                     if not alone:
                         conn.execute("RELEASE script")
+                    tx.end_script(ok=True)
                     outcomes.append((True, value))
             if conn.in_transaction:
+                tx.before_commit()
                 conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
