@@ -278,10 +278,21 @@ async def test_an_unexpected_error_is_a_500_with_request_id_counted_and_logged(
 def test_log_timestamps_are_utc_to_the_microsecond() -> None:
     from datetime import UTC, datetime
 
-    from gateway.logs import timestamp
+    from gateway.logs import prepare
 
     before = datetime.now(UTC)
-    stamped = timestamp(None, "info", {})["timestamp"]
+    stamped = prepare(None, "info", {})["timestamp"]
     after = datetime.now(UTC)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamped), stamped
     assert before.replace(microsecond=0) <= datetime.fromisoformat(stamped) <= after
+
+
+def test_every_line_gets_its_context_level_and_redaction_in_one_step() -> None:
+    from gateway.logs import REDACTED, fresh_context, prepare
+
+    with fresh_context(request_id="req-1", job_id="job_bound"):
+        line = prepare(None, "warn", {"event": "x", "job_id": "job_given", "token": "t"})
+        assert line["request_id"] == "req-1" and line["job_id"] == "job_given"
+        assert line["level"] == "warning" and line["token"] == REDACTED
+        assert prepare(None, "exception", {"event": "y"})["level"] == "error"
+        assert prepare(None, "info", {"event": "z"})["level"] == "info"
