@@ -351,6 +351,26 @@ def test_every_job_field_that_may_be_none_is_a_column_that_defaults_to_null(
             assert column[4] is None, f"jobs.{field.name} defaults to {column[4]}, not NULL"
 
 
+async def test_the_queries_for_jobs_by_status_search_an_index(store: SQLiteStore) -> None:
+    """The dispatcher's, the reconciler's and the metrics' queries must not read every job
+    ever accepted (they run every tick, and a production table holds millions)."""
+    issued: list[str] = []
+    for reader in store._all_readers:
+        await reader.set_trace_callback(issued.append)
+    now = time.time()
+    await store.jobs_in_status(("queued", "submitted", "processing"))
+    await store.due_polls(now, 10)
+    await store.expired_submits(now)
+    await store.active_job_counts()
+    await store.poll_backlog(now)
+    queries = [sql for sql in issued if "FROM jobs" in sql]
+    assert len(queries) == 5, issued
+    with sqlite3.connect(store.path) as conn:
+        for sql in queries:
+            plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "SCAN jobs" not in plan and "SEARCH jobs USING" in plan, (sql, plan)
+
+
 async def test_migrations_apply_once(tmp_path: Path) -> None:
     path = str(tmp_path / "m.db")
     store = SQLiteStore(path)
