@@ -296,3 +296,39 @@ def test_every_line_gets_its_context_level_and_redaction_in_one_step() -> None:
         assert line["level"] == "warning" and line["token"] == REDACTED
         assert prepare(None, "exception", {"event": "y"})["level"] == "error"
         assert prepare(None, "info", {"event": "z"})["level"] == "info"
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_configured_level_format_and_exceptions_apply_to_every_line(fmt: str) -> None:
+    from gateway.logs import configure_logging, get_logger, reset_logging
+
+    buffer = io.StringIO()
+    real_stderr, sys.stderr = sys.stderr, buffer
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging(fmt, "warning")  # type: ignore[arg-type]
+        log = get_logger()
+        log.info("quiet", n=1)
+        log.warning("loud", n=2)
+        log.warning("%s-style", "percent")
+        try:
+            raise ValueError("the cause")
+        except ValueError:
+            log.exception("failed", n=3)
+        logging.getLogger("gateway.tests.stdlib").warning("from the standard library")
+    finally:
+        sys.stderr = real_stderr
+        reset_logging()
+        root.handlers, root.level = handlers, level
+    text = buffer.getvalue()
+    assert "quiet" not in text
+    assert "percent-style" in text and "from the standard library" in text
+    assert "ValueError: the cause" in text and "Traceback" in text
+    if fmt == "json":
+        records = lines(buffer)
+        assert [r["event"] for r in records] == [
+            "loud", "percent-style", "failed", "from the standard library",
+        ]
+        assert [r["level"] for r in records] == ["warning", "warning", "error", "warning"]
+        assert records[2]["n"] == 3 and "exc_info" not in records[2]
