@@ -21,9 +21,12 @@ _lock = threading.Lock()
 _last = (0, 0)
 
 
+_SHIFTS = tuple(range(120, -1, -10))
+
+
 def _encode(value: int) -> str:
     """130 bits as 26 characters, most significant first."""
-    return "".join(_PAIRS[(value >> shift) & 0x3FF] for shift in range(120, -1, -10))
+    return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in _SHIFTS])
 
 
 def id_floor(prefix: str, at: float) -> str:
