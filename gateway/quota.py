@@ -47,6 +47,8 @@ class Limits:
 
     @classmethod
     def from_stored(cls, raw: dict[str, Any]) -> Limits:
+        if not raw:  # most tenants: no limit set (read twice per accepted job)
+            return _NO_LIMITS
         values: dict[str, Any] = {}
         for name in COUNT_LIMITS:
             if raw.get(name) is not None:
@@ -65,6 +67,9 @@ class Limits:
 
     def stored(self) -> dict[str, Any]:
         return {k: v for k, v in self.to_json().items() if v is not None}
+
+
+_NO_LIMITS = Limits()
 
 
 def parse_limits(raw: Any, base: Limits | None = None) -> Limits:

@@ -430,3 +430,22 @@ async def test_health_and_readiness(gw: Gateway) -> None:
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
     assert ready.json()["schema_version"] == LATEST
+
+
+def test_usd_amounts_are_written_as_decimal_would_write_them() -> None:
+    import random
+    from decimal import Decimal
+
+    from gateway.api.common import usd
+    from gateway.jobs import MICROS
+
+    def by_decimal(micros: int) -> str:
+        amount = Decimal(micros) / MICROS
+        return f"{amount:.2f}" if micros % 10_000 == 0 else str(amount)
+
+    rng = random.Random(7)
+    amounts = [0, 10_000, -10_000, 40_000, 1_000_000, -1_230_000, 5, -5, 123_456, 99_990_000]
+    amounts += [rng.randint(-10**9, 10**9) for _ in range(20_000)]
+    amounts += [rng.randint(-10**6, 10**6) * 10_000 for _ in range(20_000)]
+    assert [usd(m) for m in amounts] == [by_decimal(m) for m in amounts]
+    assert usd(None) is None and usd(40_000) == "0.04" and usd(-1_230_000) == "-1.23"

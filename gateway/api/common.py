@@ -90,9 +90,13 @@ def iso(ts: float | None) -> str | None:
 
 
 def usd(micros: int | None) -> str | None:
+    """Micro-dollars as a decimal string: two decimals for whole cents, else as many as needed."""
     if micros is None:
         return None
-    return f"{(Decimal(micros) / MICROS):.2f}" if micros % 10_000 == 0 else str(Decimal(micros) / MICROS)
+    if micros % 10_000 == 0:  # whole cents, nearly always: integer arithmetic, no Decimal
+        cents = abs(micros) // 10_000
+        return f"{'-' if micros < 0 else ''}{cents // 100}.{cents % 100:02d}"
+    return str(Decimal(micros) / MICROS)
 
 
 def _span(start: float | None, end: float | None) -> float | None:
