@@ -118,8 +118,10 @@ class TenancyTx:
     def end_script_counts(self, ok: bool) -> None:
         """The running script ended: keep its counter changes if it succeeded."""
         if ok:
-            for (tenant_id, period), (images, micros) in self.script_counts.items():
-                _add(self.batch_counts, tenant_id, (period,), images, micros)
+            batch = self.batch_counts
+            for key, (images, micros) in self.script_counts.items():
+                was = batch.get(key)
+                batch[key] = (was[0] + images, was[1] + micros) if was else (images, micros)
         self.script_counts.clear()
 
     def flush_counters(self) -> None:
