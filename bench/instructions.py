@@ -1,0 +1,111 @@
+"""Instructions per accepted job: ``python -m bench.instructions [--stages ...]``.
+
+The same in-process set-up as ``bench.accept_stages`` (the ASGI app called by 64 concurrent
+clients, no sockets), counted by valgrind's cachegrind instead of timed: a count does not
+move with what else the machine is doing (two runs of the same code agree within 0.5%), so a
+change of a few percent can be seen on a noisy VM where timings move by 20%. Each figure is
+the difference between a run of 1,280 and a run of 256 requests, per request: start-up and
+warm-up cancel out. What it does not see: system calls' time in the kernel, cache misses,
+waiting. Confirm a gain with ``make bench``.
+
+Stages: ``baseline``, ``handler`` (the real ``POST /v1/jobs``), and accept_stages' cuts
+``framework``, ``+key``, ``+validation``, ``+store``. About 40 s per stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.accept_stages import STAGES, _drive, _environment, _lifespan, _staged
+
+TARGETS = ("baseline", "handler", *STAGES[:4])
+SMALL, LARGE = 256, 1280
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+async def _child(target: str, requests: int, workdir: Path) -> None:
+    from bench.baseline_app import create_baseline_app
+    from bench.payload import job_body
+    from bench.servers import prepare_gateway_database
+
+    body = job_body().encode()
+    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    if target == "baseline":
+        app = create_baseline_app()
+        await _drive(app, body, headers, 256)
+        await _drive(app, body, headers, requests)
+        return
+    from starlette.routing import request_response
+
+    from gateway.app import create_app
+    from gateway.settings import load_settings
+
+    database = workdir / "instructions.db"
+    key = await asyncio.to_thread(prepare_gateway_database, database)
+    os.environ.update(_environment(database))
+    gateway = create_app(load_settings())
+    if target != "handler":
+        route = next(r for r in gateway.router.routes
+                     if getattr(r, "path", "") == "/v1/jobs" and "POST" in getattr(r, "methods", ()))
+        route.app = request_response(_staged(STAGES.index(target)))
+    inbox, task = await _lifespan(gateway)
+    headers.append((b"authorization", f"Bearer {key}".encode()))
+    try:
+        await _drive(gateway, body, headers, 256)
+        await _drive(gateway, body, headers, requests)
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await task
+
+
+def _count(target: str, requests: int) -> int:
+    """Instructions of one child process that serves ``requests`` after its warm-up."""
+    with tempfile.TemporaryDirectory(prefix="instructions-") as workdir:
+        summary = Path(workdir) / "valgrind.log"
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                   "--cachegrind-out-file=/dev/null", f"--log-file={summary}",
+                   sys.executable, "-m", "bench.instructions", "--child", target, str(requests)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
+                              cwd=Path(__file__).resolve().parent.parent)
+        text = summary.read_text() if summary.exists() else ""
+    found = _REFS.search(text)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"{target}: the counted run failed:\n{done.stderr[-3000:]}{text[-2000:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", nargs="+", choices=TARGETS, default=["baseline", "handler"])
+    parser.add_argument("--child", nargs=2, metavar=("TARGET", "REQUESTS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        target, requests = args.child[0], int(args.child[1])
+        with tempfile.TemporaryDirectory(prefix="instructions-") as workdir:
+            log = os.open(Path(workdir) / "gateway.log", os.O_WRONLY | os.O_CREAT)
+            os.dup2(log, 1)  # the gateway's lines (valgrind's summary goes to its own file)
+            os.dup2(log, 2)
+            import uvloop
+
+            uvloop.run(_child(target, requests, Path(workdir)))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    print(f"instructions per request, in process, {LARGE} - {SMALL} requests (cachegrind)")
+    for target in args.stages:
+        per_request = (_count(target, LARGE) - _count(target, SMALL)) / (LARGE - SMALL)
+        print(f"{target:12} {per_request:12,.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
