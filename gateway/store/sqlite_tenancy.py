@@ -113,15 +113,14 @@ class TenancyTx:
     def add_counters(
         self, tenant_id: str, periods: Sequence[str], images: int, usd_micros: int
     ) -> None:
-        _add(self.script_counts, tenant_id, periods, images, usd_micros)
+        for period in periods:
+            _add(self.script_counts, (tenant_id, period), images, usd_micros)
 
     def end_script_counts(self, ok: bool) -> None:
         """The running script ended: keep its counter changes if it succeeded."""
         if ok:
-            batch = self.batch_counts
             for key, (images, micros) in self.script_counts.items():
-                was = batch.get(key)
-                batch[key] = (was[0] + images, was[1] + micros) if was else (images, micros)
+                _add(self.batch_counts, key, images, micros)
         self.script_counts.clear()
 
     def flush_counters(self) -> None:
@@ -163,10 +162,9 @@ class TenancyTx:
         return cursor.rowcount == 1
 
 
-def _add(counts: Counts, tenant_id: str, periods: Sequence[str], images: int, micros: int) -> None:
-    for period in periods:
-        was = counts.get((tenant_id, period))
-        counts[tenant_id, period] = (was[0] + images, was[1] + micros) if was else (images, micros)
+def _add(counts: Counts, key: tuple[str, str], images: int, micros: int) -> None:
+    was = counts.get(key)
+    counts[key] = (was[0] + images, was[1] + micros) if was else (images, micros)
 
 
 class TenancyReads:
