@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,39 +126,54 @@ async def _lifespan(app: Asgi) -> tuple[asyncio.Queue[dict[str, str]], asyncio.T
     return inbox, task
 
 
-async def measure(requests: int, repeat: int, workdir: Path) -> dict[str, float]:
+def request_parts() -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The bench's job body and its headers, without authorization."""
+    from bench.payload import job_body
+
+    body = job_body().encode()
+    return body, [(b"host", b"bench"), (b"content-type", b"application/json"),
+                  (b"content-length", str(len(body)).encode())]
+
+
+@contextlib.asynccontextmanager
+async def started_gateway(database: Path, stage: int | None) -> AsyncIterator[tuple[Asgi, str]]:
+    """The gateway on a fresh ``database``, started (lifespan), with ``POST /v1/jobs`` cut
+    after ``stage`` (None: the real handler); yields the app and the bench tenant's key."""
     from starlette.routing import request_response
 
-    from bench.baseline_app import create_baseline_app
-    from bench.payload import job_body
     from bench.servers import prepare_gateway_database
     from gateway.app import create_app
     from gateway.settings import load_settings
 
-    body = job_body().encode()
-    base = [(b"host", b"bench"), (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode())]
-    results: dict[str, list[float]] = {}
-    baseline = create_baseline_app()
-    for stage, name in enumerate(STAGES):
-        database = workdir / f"stage-{stage}.db"
-        key = await asyncio.to_thread(prepare_gateway_database, database)
-        os.environ.update(_environment(database))
-        app = create_app(load_settings())
+    key = await asyncio.to_thread(prepare_gateway_database, database)
+    os.environ.update(_environment(database))
+    app = create_app(load_settings())
+    if stage is not None:
         route = next(r for r in app.router.routes
                      if getattr(r, "path", "") == "/v1/jobs" and "POST" in getattr(r, "methods", ()))
         route.app = request_response(_staged(stage))
-        inbox, task = await _lifespan(app)
-        headers = [*base, (b"authorization", f"Bearer {key}".encode())]
-        try:
+    inbox, task = await _lifespan(app)
+    try:
+        yield app, key
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await task
+
+
+async def measure(requests: int, repeat: int, workdir: Path) -> dict[str, float]:
+    from bench.baseline_app import create_baseline_app
+
+    body, base = request_parts()
+    results: dict[str, list[float]] = {}
+    baseline = create_baseline_app()
+    for stage, name in enumerate(STAGES):
+        async with started_gateway(workdir / f"stage-{stage}.db", stage) as (app, key):
+            headers = [*base, (b"authorization", f"Bearer {key}".encode())]
             await _drive(app, body, headers, requests // 4)  # warm-up
             for _ in range(repeat):
                 results.setdefault("baseline", []).append(
                     await _drive(baseline, body, base, requests))
                 results.setdefault(name, []).append(await _drive(app, body, headers, requests))
-        finally:
-            await inbox.put({"type": "lifespan.shutdown"})
-            await task
     return {name: statistics.median(values) * 1e6 for name, values in results.items()}
 
 

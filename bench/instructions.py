@@ -15,7 +15,6 @@ Stages: ``baseline``, ``handler`` (the real ``POST /v1/jobs``), and accept_stage
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.accept_stages import STAGES, _drive, _environment, _lifespan, _staged
+from bench.accept_stages import STAGES, _drive, request_parts, started_gateway
 
 TARGETS = ("baseline", "handler", *STAGES[:4])
 SMALL, LARGE = 256, 1280
@@ -33,38 +32,18 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 async def _child(target: str, requests: int, workdir: Path) -> None:
     from bench.baseline_app import create_baseline_app
-    from bench.payload import job_body
-    from bench.servers import prepare_gateway_database
 
-    body = job_body().encode()
-    headers = [(b"host", b"bench"), (b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
+    body, headers = request_parts()
     if target == "baseline":
         app = create_baseline_app()
         await _drive(app, body, headers, 256)
         await _drive(app, body, headers, requests)
         return
-    from starlette.routing import request_response
-
-    from gateway.app import create_app
-    from gateway.settings import load_settings
-
-    database = workdir / "instructions.db"
-    key = await asyncio.to_thread(prepare_gateway_database, database)
-    os.environ.update(_environment(database))
-    gateway = create_app(load_settings())
-    if target != "handler":
-        route = next(r for r in gateway.router.routes
-                     if getattr(r, "path", "") == "/v1/jobs" and "POST" in getattr(r, "methods", ()))
-        route.app = request_response(_staged(STAGES.index(target)))
-    inbox, task = await _lifespan(gateway)
-    headers.append((b"authorization", f"Bearer {key}".encode()))
-    try:
+    stage = None if target == "handler" else STAGES.index(target)
+    async with started_gateway(workdir / "instructions.db", stage) as (gateway, key):
+        headers.append((b"authorization", f"Bearer {key}".encode()))
         await _drive(gateway, body, headers, 256)
         await _drive(gateway, body, headers, requests)
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await task
 
 
 def _count(target: str, requests: int) -> int:
