@@ -153,22 +153,22 @@ async def in_process_gateway(
     the simulator's webhooks reach the gateway through an ASGITransport as well."""
     sim_config = SimulatorConfig(public_url="http://simulator.test")
     sim_app = create_simulator_app(sim_config)
-    async with sim_app.router.lifespan_context(sim_app):
-        sim = Sim("http://simulator.test", sim_config, sim_app.state.simulator, None)  # type: ignore[arg-type]
-        overrides.setdefault("public_url", "http://gateway.test")
-        settings = sim_settings(sim, tmp_path / "gateway.db", **overrides)
-        app = create_app(
-            settings, transport=httpx.ASGITransport(app=sim_app), configure_logs=False,
-            clock=clock or time.time,
+    sim = Sim("http://simulator.test", sim_config, sim_app.state.simulator, None)  # type: ignore[arg-type]
+    overrides.setdefault("public_url", "http://gateway.test")
+    settings = sim_settings(sim, tmp_path / "gateway.db", **overrides)
+    app = create_app(
+        settings, transport=httpx.ASGITransport(app=sim_app), configure_logs=False,
+        clock=clock or time.time,
+    )
+    # Before the simulator starts: its webhook sender takes the transport when it starts.
+    sim_config.webhook_transport = httpx.ASGITransport(app=app)
+    async with sim_app.router.lifespan_context(sim_app), app.router.lifespan_context(app):
+        client = httpx.AsyncClient(
+            base_url="http://gateway.test", transport=httpx.ASGITransport(app=app), timeout=30
         )
-        sim_config.webhook_transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app):
-            client = httpx.AsyncClient(
-                base_url="http://gateway.test", transport=httpx.ASGITransport(app=app), timeout=30
-            )
-            gateway = Gateway("http://gateway.test", settings, None, app, client)
-            gateway.simulator = sim  # type: ignore[attr-defined]
-            try:
-                yield gateway
-            finally:
-                await gateway.close_clients()
+        gateway = Gateway("http://gateway.test", settings, None, app, client)
+        gateway.simulator = sim  # type: ignore[attr-defined]
+        try:
+            yield gateway
+        finally:
+            await gateway.close_clients()

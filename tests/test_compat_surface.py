@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,9 @@ async def test_quotas_are_shared_with_v1_and_refused_in_wavespeed_shape(tmp_path
         assert "images_per_day" in message
         assert int(refused.headers["Retry-After"]) >= 1
         assert len((await tenant.client.get("/v1/jobs")).json()["data"]) == 2
-        usage = (await tenant.client.get("/v1/usage")).json()
-        assert usage["reserved_usd"] == "0.08"
+        usage = (await tenant.client.get("/v1/usage")).json()  # both count, ended or not
+        assert Decimal(usage["reserved_usd"]) + Decimal(usage["cost_usd"]) == Decimal("0.08")
+        assert usage["remaining"] == {"images_per_day": 0}
 
 
 async def test_result_paths_follow_the_job_to_completion(gateway: Gateway, tenant: TenantHandle) -> None:

@@ -157,9 +157,9 @@ async def test_job_metrics_after_completed_and_failed_jobs(
 
 
 async def test_reconciler_polls_and_backlog_are_counted(tmp_path: Path) -> None:
-    # In process, WaveSpeed's webhooks cannot reach the gateway: every job is found by polling.
     async with in_process_gateway(tmp_path, webhook_grace_seconds=0, poll_interval_seconds=0.1) as gateway:
-        tenant = await gateway.new_tenant()
+        gateway.simulator.config.faults.webhook_lost_rate = 1.0  # type: ignore[attr-defined]
+        tenant = await gateway.new_tenant()  # every job is found by polling
         created = await tenant.client.post("/v1/jobs", json={"model": "flux-kontext-pro", "prompt": "p"})
         await wait_job(tenant.client, created.json()["id"], ("completed",))
         text = (await gateway.client.get("/metrics")).text
