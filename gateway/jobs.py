@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, Protocol
@@ -117,13 +117,17 @@ class Applied:
 
 
 class Watcher:
-    """One request waiting for a job: woken with the job as its last commit left it."""
+    """One request waiting for a job: its future ends with the job as the commit that made
+    it terminal left it, or with None (time is up, or the gateway is shutting down)."""
 
-    __slots__ = ("event", "job")
+    __slots__ = ("future",)
 
     def __init__(self) -> None:
-        self.event = asyncio.Event()
-        self.job: Job | None = None
+        self.future: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+
+    def end(self, job: Job | None) -> None:
+        if not self.future.done():
+            self.future.set_result(job)
 
 
 class JobWatch:
@@ -138,7 +142,7 @@ class JobWatch:
         self.closed = True
         for watchers in self._watchers.values():
             for watcher in watchers:
-                watcher.event.set()
+                watcher.end(None)
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[Watcher]:
@@ -156,8 +160,7 @@ class JobWatch:
     def notify(self, job: Job) -> None:
         """``job`` has just been committed in a terminal state."""
         for watcher in self._watchers.get(job.id, ()):
-            watcher.job = job
-            watcher.event.set()
+            watcher.end(job)
 
 
 @dataclass
@@ -230,20 +233,23 @@ class JobService:
             )
             return job, True
 
-        try:
-            stored, created = await self.store.write(script)
-        except BaseException as exc:
-            if claimed and slots is not None:
+        def settled(ok: bool, value: Any) -> None:
+            # Run by the store as soon as the outcome is known, before this request resumes
+            # and whether or not it still waits: a committed job goes to the dispatcher at
+            # once, and a claimed slot is never lost.
+            created = ok and value[1]
+            if claimed and slots is not None and not created:
                 slots.give_back(job.id)
-            if isinstance(exc, QuotaExceeded):
-                for quota_listener in self.quota_listeners:
-                    quota_listener(tenant_id, exc.limit)
+            if created:
+                for listener in self.accept_listeners:
+                    listener(value[0])
+
+        try:
+            stored, created = await self.store.write(script, settled=settled)
+        except QuotaExceeded as exc:
+            for quota_listener in self.quota_listeners:
+                quota_listener(tenant_id, exc.limit)
             raise
-        if claimed and slots is not None and not created:
-            slots.give_back(job.id)
-        if created:
-            for listener in self.accept_listeners:
-                listener(stored)
         return stored, created
 
     async def _replay(self, tenant_id: str, key: str, fingerprint: str) -> Job | None:
@@ -330,10 +336,15 @@ class JobService:
                     job = fresh
                 if is_terminal(job.status):
                     break
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(watcher.event.wait(), timeout=min(remaining, 1.0))
-            if watcher.job is not None:  # ended here: the committed job came with the wake-up
-                return watcher.job
+                # A timer rather than asyncio.wait_for: the commit's wake-up reaches this
+                # request in one step of the loop instead of three.
+                timer = loop.call_later(min(remaining, 1.0), watcher.end, None)
+                try:
+                    ended = await watcher.future
+                finally:
+                    timer.cancel()
+            if ended is not None:  # ended here: the committed job came with the wake-up
+                return ended
             fresh = await self.store.get_job(job.id)
             if fresh is not None:
                 job = fresh
@@ -342,14 +353,16 @@ class JobService:
     # -- changing ----------------------------------------------------------------------------
 
     async def run_transitions(self, script: Callable[[Tx], Any], *, durable: bool = True) -> Any:
-        """Run a script that returns (value, [Transition...]); notify listeners after commit.
-        ``durable``: see ``Store.write``."""
-        value, moved = await self.store.write(script, durable=durable)
-        self._committed(moved)
+        """Run a script that returns (value, [Transition...]); the listeners hear of the
+        transitions as soon as they are committed (before this caller resumes, and even if
+        it has stopped waiting). ``durable``: see ``Store.write``."""
+        value, _ = await self.store.write(script, durable=durable, settled=self._committed)
         return value
 
-    def _committed(self, moved: list[Transition]) -> None:
-        for item in moved:
+    def _committed(self, ok: bool, value: Any) -> None:
+        if not ok:
+            return
+        for item in value[1]:
             if is_terminal(item.to_status):
                 self.watch.notify(item.job)
             for listener in self.commit_listeners:

@@ -5,12 +5,15 @@ another), and a cancelled job that was waiting never sent."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
-from tests.helpers import wait_until
+from tests.helpers import submits_for, wait_job, wait_until
 
 PRO: dict[str, Any] = {"model": "flux-kontext-pro", "prompt": "a fox"}
 
@@ -96,3 +99,43 @@ async def test_a_cancelled_waiting_job_is_never_sent(tmp_path: Path) -> None:
         await tenant.client.post(f"/v1/jobs/{running}/cancel")
         await wait_until(lambda: len(sim.submits()) == 2, 5, what="the next submit")
         assert submitted_ids(sim) == [running, waiting[1]]
+
+
+async def test_a_job_committed_after_its_request_was_cancelled_is_still_sent(
+    tmp_path: Path,
+) -> None:
+    """The accept claims a free slot and commits the job already claimed; the dispatcher
+    must hear of the commit even when the request stopped waiting for it (a client gone, a
+    shutdown), or the job would sit claimed and unsent until the reconciler failed it."""
+    async with in_process_gateway(tmp_path) as gateway:
+        sim = sim_of(gateway)
+        tenant = await gateway.new_tenant()
+        store = gateway.services.store
+        assert isinstance(store, SQLiteStore)
+        started, release = threading.Event(), threading.Event()
+
+        def hold(tx: Any) -> None:  # keeps the writer thread busy while the POST is cancelled
+            started.set()
+            release.wait(5)
+
+        holder = asyncio.ensure_future(store.write(hold))
+        await asyncio.to_thread(started.wait, 5)
+        post = asyncio.ensure_future(tenant.client.post("/v1/jobs", json=PRO))
+        dispatcher = gateway.services.dispatcher
+        # The accept claims its slot, then queues its script in the same step.
+        await wait_until(lambda: len(dispatcher.in_flight) == 1, 5, what="the accept to be queued")
+        post.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await post
+        release.set()
+        await holder
+        listed: list[dict[str, Any]] = []
+
+        async def committed() -> bool:  # although its request was cancelled
+            listed[:] = (await tenant.client.get("/v1/jobs")).json()["data"]
+            return len(listed) == 1
+
+        await wait_until(committed, 5, what="the job to be committed")
+        job_id = listed[0]["id"]
+        await wait_until(lambda: len(submits_for(sim, job_id)) == 1, 5, what="its submit")
+        assert (await wait_job(tenant.client, job_id))["status"] == "completed"

@@ -234,6 +234,71 @@ async def test_a_caller_cancelled_while_its_batch_runs_leaves_the_store_working(
     assert await store.get_job(next_job.id) is not None
 
 
+async def test_settled_hears_the_outcome_even_when_the_caller_was_cancelled(
+    store: SQLiteStore,
+) -> None:
+    """What must follow a commit (a job to the dispatcher, a waiter woken) cannot hang on the
+    caller still waiting: ``settled`` is told by the write loop itself."""
+    tenant_id = await new_tenant(store)
+    job = make_job(tenant_id)
+    started, release = threading.Event(), threading.Event()
+    heard: list[tuple[bool, Any]] = []
+
+    def held(tx: Any) -> str:
+        started.set()
+        release.wait(5)  # in the writer thread, while the caller is cancelled
+        return str(insert(job)(tx))
+
+    caller = asyncio.ensure_future(store.write(held, settled=lambda *o: heard.append(o)))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    release.set()
+    await asyncio.wait_for(store.write(insert(make_job(tenant_id))), 10)  # the next batch
+    assert heard == [(True, job.id)]
+    assert await store.get_job(job.id) is not None
+
+    failing = make_job(tenant_id)
+    with pytest.raises(Boom):
+        await store.write(insert(failing, fail=True), settled=lambda *o: heard.append(o))
+    ok, error = heard[-1]
+    assert not ok and isinstance(error, Boom) and await store.get_job(failing.id) is None
+
+
+async def test_what_settled_wakes_runs_before_any_writer_of_the_batch_resumes(
+    store: SQLiteStore,
+) -> None:
+    """So a request woken from ``settled`` (e.g. one waiting for this job to end) is answered
+    before the writers' own continuations (e.g. the webhook's answer and its log line)."""
+    tenant_id = await new_tenant(store)
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    batches = store.batches
+
+    def wake(name: str) -> Any:
+        return lambda *_: loop.call_soon(order.append, f"woken {name}")
+
+    async def writer(name: str) -> None:
+        await store.write(insert(make_job(tenant_id)), settled=wake(name))
+        order.append(f"resumed {name}")
+
+    await asyncio.gather(writer("a"), writer("b"))
+    assert store.batches == batches + 1  # one batch for both
+    assert order == ["woken a", "woken b", "resumed a", "resumed b"]
+
+
+async def test_a_failing_settled_hook_is_logged_and_harms_nobody(store: SQLiteStore) -> None:
+    tenant_id = await new_tenant(store)
+    job = make_job(tenant_id)
+
+    def broken(ok: bool, value: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    assert await store.write(insert(job), settled=broken) == job.id
+    assert await store.get_job(job.id) is not None
+
+
 def synchronous_seen(job: Job) -> Any:
     """Insert ``job`` and say which synchronous setting the batch commits with."""
 

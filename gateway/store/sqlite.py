@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -39,12 +40,14 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway import jsonio
-from gateway.store import ApiKey, Idempotency, Job, JobEvent, Tenant
+from gateway.logs import get_logger
+from gateway.store import ApiKey, Idempotency, Job, JobEvent, Settled, Tenant
 from gateway.store.migrations import MIGRATIONS, statements
 from gateway.store.sqlite_callbacks import CallbackReads, CallbackTx
 from gateway.store.sqlite_tenancy import TenancyReads, TenancyTx, key_from_row, tenant_from_row
 
 T = TypeVar("T")
+log = get_logger()
 
 MAX_BATCH = 512
 MAX_KEPT_KEYS = 10_000  # find_key's memory: past it, start again
@@ -235,6 +238,25 @@ class _WriterThread:
                 self._loop.call_soon_threadsafe(_settle, future, result, error)
 
 
+def _settle_batch(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+    """Tell a batch's writers its outcome: first every ``settled`` hook (so that what they
+    wake, e.g. a request waiting for the job, runs before the writers' own continuations),
+    then the writers themselves."""
+    for item, (ok, value) in zip(batch, outcomes, strict=True):
+        if item.settled is not None and item.context is not None:
+            try:
+                item.context.run(item.settled, ok, value)
+            except Exception:
+                log.exception("write_settled_hook_failed")
+    for item, (ok, value) in zip(batch, outcomes, strict=True):
+        if item.future.done():  # the writer stopped waiting
+            continue
+        if ok:
+            item.future.set_result(value)
+        else:
+            item.future.set_exception(value)
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled meanwhile
         return
@@ -249,6 +271,8 @@ class _Pending:
     script: Callable[[SQLiteTx], Any]
     future: asyncio.Future[Any]
     durable: bool
+    settled: Settled | None
+    context: contextvars.Context | None  # the caller's, for ``settled`` (its log bindings)
 
 
 class SQLiteStore(TenancyReads, CallbackReads):
@@ -372,18 +396,31 @@ class SQLiteStore(TenancyReads, CallbackReads):
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def write(self, script: Callable[[SQLiteTx], T], *, durable: bool = True) -> T:
+    async def write(
+        self, script: Callable[[SQLiteTx], T], *, durable: bool = True,
+        settled: Settled | None = None,
+    ) -> T:
         """Run ``script`` in the next batch; return once the batch is committed.
 
         ``durable=False`` only for what nobody outside learns from this commit and what is
         recovered without loss if a power cut takes it: the commit is then not waited on to
-        reach the disk (the next durable commit takes it there)."""
+        reach the disk (the next durable commit takes it there).
+
+        ``settled`` (see ``Settled``) is called by the write loop with the outcome before any
+        writer of the batch resumes, and even if this caller has stopped waiting; in the
+        caller's context (what it bound for its log lines)."""
         if self._writer_task is None or self._closing:
             raise RuntimeError("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(script, future, durable))
+        context = contextvars.copy_context() if settled is not None else None
+        self._pending.append(_Pending(script, future, durable, settled, context))
         self._wake.set()
         return await future
+
+    @property
+    def pending_writes(self) -> int:
+        """Scripts queued for the next batch (the one running not counted)."""
+        return len(self._pending)
 
     async def _write_loop(self) -> None:
         while True:
@@ -394,17 +431,8 @@ class SQLiteStore(TenancyReads, CallbackReads):
                 try:
                     outcomes = await self._in_writer(partial(self._run_batch, batch))
                 except BaseException as exc:  # the commit itself failed: nobody's write held
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    continue
-                for item, (ok, value) in zip(batch, outcomes, strict=True):
-                    if item.future.done():
-                        continue
-                    if ok:
-                        item.future.set_result(value)
-                    else:
-                        item.future.set_exception(value)
+                    outcomes = [(False, exc)] * len(batch)
+                _settle_batch(batch, outcomes)
             if self._closing:
                 return
 
