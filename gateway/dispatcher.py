@@ -260,13 +260,14 @@ class Dispatcher:
             job = tx.get_job(job_id)
             if job is None:
                 return None, []
-            if job.upstream_id is None:
-                # A webhook may have adopted the job already; then only the id is missing.
-                tx.update_job(job_id, upstream_id=upstream_id, next_poll_at=next_poll)
-                job.upstream_id = upstream_id
-            if job.status != "queued":
+            fields: dict[str, Any] = {}
+            if job.upstream_id is None:  # else a webhook adopted the job already
+                fields.update(upstream_id=upstream_id, next_poll_at=next_poll)
+            if job.status != "queued":  # moved on meanwhile (cancelled, adopted, ended)
+                if fields:
+                    tx.update_job(job_id, **fields)
                 return None, []
-            fields: dict[str, Any] = {"submitted_at": now, "next_poll_at": next_poll}
+            fields.update(submitted_at=now, next_poll_at=next_poll)
             moved = transition(
                 tx, job, "submitted", "dispatcher", now, hooks,
                 detail={"upstream_id": upstream_id}, **fields,
