@@ -136,11 +136,9 @@ class Deliverer:
         )
         while not self._stopping:
             self._wake.clear()
-            claimed = 0
             try:
                 await self._prune_when_due()
-                claimed = await self._claim_due()
-                wait = await self._until_next(claimed)
+                wait = await self._claim_due()
             except Exception:
                 log.exception("callback_claim_failed")
                 wait = self._poll
@@ -193,37 +191,36 @@ class Deliverer:
 
     # -- claiming ----------------------------------------------------------------------------
 
-    async def _claim_due(self) -> int:
-        free = self._max - len(self._in_flight)
-        if free <= 0:
-            return 0
+    async def _claim_due(self) -> float:
+        """Claim and start what is due; return how long to sleep before looking again."""
         due = await self.store.next_webhook_due()
         now = self._clock()
-        if due is None or due > now:
-            return 0
+        free = self._max - len(self._in_flight)
+        if free <= 0 or due is None or due > now:
+            return self._until(due, now, claimed=0)
         deliveries, dead = await self.store.write(self._claim(now, free))
         for _ in range(dead):
             self._on_result("dead_lettered", None)
         if self._stopping:  # stop() began while we were claiming: hand these straight back
             await self.store.write(_release(deliveries, self._clock()))
-            return 0
+            return 0.0
         for delivery in deliveries:
             task = asyncio.create_task(
                 self.deliver_callback(delivery), name=f"callback-{delivery.message.id}"
             )
             self._in_flight[task] = delivery
             task.add_done_callback(self._finished)
-        return len(deliveries)
+        # The claim moved what was due: read the next due time again.
+        return self._until(await self.store.next_webhook_due(), self._clock(), len(deliveries))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.pop(task, None)
         self._wake.set()
 
-    async def _until_next(self, claimed: int) -> float:
-        due = await self.store.next_webhook_due()
+    def _until(self, due: float | None, now: float, claimed: int) -> float:
         if due is None:
             return self._poll
-        delay = due - self._clock()
+        delay = due - now
         if delay <= 0:
             # Due but not claimable now (endpoints at their limit, or we are full): a finished
             # attempt wakes us; otherwise look again after the poll interval.
