@@ -66,13 +66,14 @@ def http_figure(runs: list[LoadRun], server_of: Callable[[LoadRun], str]) -> Htt
 
 
 def key_is_full_cycle(server: str) -> bool:
-    return server.startswith("gateway-") and server != "gateway-accept"
+    """A server whose runs drive the simulator (a gateway's full cycle, the floor)."""
+    return server == "floor" or (server.startswith("gateway-") and server != "gateway-accept")
 
 
 def _server_for(key: str) -> str:
     label = key.split("/", 1)[0]
-    if label == "baseline":
-        return "baseline"
+    if label in ("baseline", "floor"):
+        return label
     if label == "accept":
         return "gateway-accept"
     return "gateway-" + label.removeprefix("full-")
@@ -100,6 +101,16 @@ def added_latency(results: HttpResults, transports: tuple[str, ...]) -> dict[str
             "gateway_p50_ms": median(r.p50_ms for r in accept),
             "added_p50_ms": median(r.p50_ms for r in accept) - median(r.p50_ms for r in base),
             "added_p99_ms": median(r.p99_ms for r in accept) - median(r.p99_ms for r in base),
+        }
+    floor = results.runs.get("floor/1")
+    if floor:
+        floor_ms, sim_ms = median(r.p50_ms for r in floor), simulator_ms_per_job(floor)
+        base_ms = median(r.p50_ms for r in base) if base else 0.0
+        out["floor"] = {
+            "job_p50_ms": floor_ms,
+            "simulator_cpu_ms_per_job": sim_ms,
+            "baseline_p50_ms": base_ms,
+            "added_p50_ms": floor_ms - sim_ms - base_ms,
         }
     for transport in transports:
         jobs = results.runs.get(f"full-{transport}/1")

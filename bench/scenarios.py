@@ -10,7 +10,8 @@ CPU, and the figure would have been a mix of accept and full cycle.)
 
 Full cycle: POST /v1/jobs with ``wait`` (the gateway holds the answer until the job is
 terminal), against a simulator with zero latency on the load CPU; an answer counts only if
-it is 200 with status "completed". jobs/s = such answers per second.
+it is 200 with status "completed". jobs/s = such answers per second. At one connection the
+protocol floor (bench.floor_app: the same messages, no gateway work) runs beside it.
 """
 
 from __future__ import annotations
@@ -128,10 +129,17 @@ def full_cycle(
             )
             servers.append(gateway)
             gateways.append((transport, gateway, key, database))
+        floor = start_server(
+            "floor", "floor", cpu=plan.cpus.server, workdir=plan.workdir,
+            env=lambda url: {"BENCH_FLOOR_PUBLIC_URL": url, "BENCH_FLOOR_UPSTREAM": simulator.url},
+        )
+        servers.append(floor)
         body = job_body(wait_seconds=WAIT_SECONDS)
         for _, gateway, key, _ in gateways:
             _run(plan, gateway, servers, auth=key, body=body, connections=16,
                  seconds=plan.warmup_seconds, expect=COMPLETED)
+        _run(plan, floor, servers, auth=None, body=body, connections=1,
+             seconds=plan.warmup_seconds, expect=COMPLETED)
         for index in range(plan.repeat):
             for transport, gateway, key, _ in gateways:
                 run = _run(plan, gateway, servers, auth=key, body=body,
@@ -148,6 +156,11 @@ def full_cycle(
                 results.store_job_ms.setdefault(transport, []).append(stored)
                 log(f"  run {index + 1}/{plan.repeat} full cycle ({transport:>7}) c=1   "
                     f"job p50 {run.p50_ms:6.2f} ms  (store: {stored:.2f} ms)")
+            run = _run(plan, floor, servers, auth=None, body=body, connections=1,
+                       seconds=plan.low_seconds, expect=COMPLETED)
+            results.add("floor/1", run)
+            log(f"  run {index + 1}/{plan.repeat} protocol floor    c=1   "
+                f"job p50 {run.p50_ms:6.2f} ms")
     finally:
         for server in reversed(servers):
             server.stop()

@@ -34,12 +34,19 @@ def build_app(kind: str, public_url: str | None) -> Any:
         # The simulator stands in for WaveSpeed: its debug lines would only load the load CPU.
         configure_logging("console", "warning")
         return create_simulator_app(SimulatorConfig(public_url=public_url, latency_seconds=0.0))
+    if kind == "floor":
+        from bench.floor_app import create_floor_app
+        from gateway.simulator.config import DEFAULT_API_KEY
+
+        return create_floor_app(
+            os.environ["BENCH_FLOOR_PUBLIC_URL"], os.environ["BENCH_FLOOR_UPSTREAM"], DEFAULT_API_KEY
+        )
     raise SystemExit(f"unknown server kind {kind!r}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve")
-    parser.add_argument("kind", choices=["baseline", "gateway", "simulator"])
+    parser.add_argument("kind", choices=["baseline", "gateway", "simulator", "floor"])
     parser.add_argument("--fd", type=int, required=True, help="an inherited listening socket")
     parser.add_argument("--cpu", type=int, default=None)
     parser.add_argument("--public-url", default=None)

@@ -21,6 +21,7 @@ def _http_rows(figures: dict[str, HttpFigure], transports: tuple[str, ...]) -> l
         rows.append((f"full-{transport}/64", f"full cycle, {transport} transport", "jobs/s"))
     for transport in transports:
         rows.append((f"full-{transport}/1", f"full cycle, {transport}, 1 connection", "jobs/s"))
+    rows.append(("floor/1", "protocol floor (no gateway work), 1 conn", "jobs/s"))
     lines = [
         f"{'':42} {'rate':>9} {'':6} {'spread':>6} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'CPU/req':>9} {'capacity':>9} {'srv busy':>8} {'others':>7} {'wrk busy':>8} "
@@ -65,6 +66,14 @@ def _added_lines(added: dict[str, Any]) -> list[str]:
             f"accept: median {accept['gateway_p50_ms']:.2f} ms vs baseline "
             f"{accept['baseline_p50_ms']:.2f} ms -> added p50 {accept['added_p50_ms']:+.2f} ms, "
             f"added p99 {accept['added_p99_ms']:+.2f} ms"
+        )
+    floor = added.get("floor")
+    if floor:
+        lines.append(
+            f"protocol floor (the same messages, no gateway work): median "
+            f"{floor['job_p50_ms']:.2f} ms - simulator CPU {floor['simulator_cpu_ms_per_job']:.2f}"
+            f" ms/job - baseline round trip {floor['baseline_p50_ms']:.2f} ms = "
+            f"{floor['added_p50_ms']:.2f} ms added (what the machine charges for the messages)"
         )
     for key, job in added.items():
         if not key.startswith("job_"):
