@@ -198,7 +198,7 @@ class WaveSpeedClient:
         # Requests are built here with only the headers WaveSpeed needs and the client's
         # timeout, and handed to ``send``: httpx's per-request merge of the client's defaults
         # (headers, cookies, base URL, params) and its four default headers, each normalized
-        # and encoded on every call, cost an eighth of a submit's CPU.
+        # and encoded on every call, were a tenth of a submit's instructions.
         self._headers = httpx.Headers(
             {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
         )

@@ -288,7 +288,9 @@ async def test_what_settled_wakes_runs_before_any_writer_of_the_batch_resumes(
     assert order == ["woken a", "woken b", "resumed a", "resumed b"]
 
 
-async def test_a_failing_settled_hook_is_logged_and_harms_nobody(store: SQLiteStore) -> None:
+async def test_a_failing_settled_hook_harms_neither_its_write_nor_the_next(
+    store: SQLiteStore,
+) -> None:
     tenant_id = await new_tenant(store)
     job = make_job(tenant_id)
 
@@ -297,6 +299,8 @@ async def test_a_failing_settled_hook_is_logged_and_harms_nobody(store: SQLiteSt
 
     assert await store.write(insert(job), settled=broken) == job.id
     assert await store.get_job(job.id) is not None
+    after = make_job(tenant_id)
+    assert await asyncio.wait_for(store.write(insert(after)), 10) == after.id
 
 
 def synchronous_seen(job: Job) -> Any:

@@ -417,11 +417,6 @@ class SQLiteStore(TenancyReads, CallbackReads):
         self._wake.set()
         return await future
 
-    @property
-    def pending_writes(self) -> int:
-        """Scripts queued for the next batch (the one running not counted)."""
-        return len(self._pending)
-
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
