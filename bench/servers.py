@@ -104,15 +104,18 @@ def start_server(
     workdir: Path,
     env: Callable[[str], dict[str, str]] | None = None,
     ready_path: str = "/healthz",
+    prefix: tuple[str, ...] = (),
+    ready_timeout: float = 30.0,
 ) -> ServerProcess:
     """Bind 127.0.0.1:0 here, hand the socket to ``python -m bench.serve KIND``, and return once
-    it answers ``ready_path``. ``env`` gives extra environment from the server's own URL."""
+    it answers ``ready_path``. ``env`` gives extra environment from the server's own URL;
+    ``prefix`` a command to run it under (valgrind)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    command = [sys.executable, "-m", "bench.serve", kind, "--fd", str(sock.fileno())]
+    command = [*prefix, sys.executable, "-m", "bench.serve", kind, "--fd", str(sock.fileno())]
     if cpu is not None:
         command += ["--cpu", str(cpu)]
     if kind == "simulator":
@@ -126,7 +129,7 @@ def start_server(
     sock.close()
     server = ServerProcess(name, url, proc, log_path, cpu)
     try:
-        _wait_ready(server, ready_path)
+        _wait_ready(server, ready_path, ready_timeout)
     except BaseException:
         server.stop()
         raise
