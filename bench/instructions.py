@@ -30,6 +30,20 @@ SMALL, LARGE = 256, 1280
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
+def cachegrind(summary: Path) -> tuple[str, ...]:
+    """The command prefix that counts a process's instructions into ``summary``."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    return ("valgrind", "--tool=cachegrind", "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null", f"--log-file={summary}")
+
+
+def counted(summary: Path) -> int | None:
+    """The instruction count in a summary ``cachegrind`` wrote, if it wrote one."""
+    found = _REFS.search(summary.read_text()) if summary.exists() else None
+    return int(found.group(1).replace(",", "")) if found else None
+
+
 async def _child(target: str, requests: int, workdir: Path) -> None:
     from bench.baseline_app import create_baseline_app
 
@@ -50,16 +64,14 @@ def _count(target: str, requests: int) -> int:
     """Instructions of one child process that serves ``requests`` after its warm-up."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as workdir:
         summary = Path(workdir) / "valgrind.log"
-        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                   "--cachegrind-out-file=/dev/null", f"--log-file={summary}",
-                   sys.executable, "-m", "bench.instructions", "--child", target, str(requests)]
+        command = [*cachegrind(summary), sys.executable, "-m", "bench.instructions", "--child",
+                   target, str(requests)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False,
                               cwd=Path(__file__).resolve().parent.parent)
-        text = summary.read_text() if summary.exists() else ""
-    found = _REFS.search(text)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"{target}: the counted run failed:\n{done.stderr[-3000:]}{text[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+        count = counted(summary)
+    if done.returncode != 0 or count is None:
+        raise SystemExit(f"{target}: the counted run failed:\n{done.stderr[-3000:]}")
+    return count
 
 
 def main() -> None:
@@ -78,8 +90,6 @@ def main() -> None:
 
             uvloop.run(_child(target, requests, Path(workdir)))
         return
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     print(f"instructions per request, in process, {LARGE} - {SMALL} requests (cachegrind)")
     for target in args.stages:
         per_request = (_count(target, LARGE) - _count(target, SMALL)) / (LARGE - SMALL)

@@ -6,7 +6,7 @@ as the bench's full cycle) runs under valgrind's cachegrind while one client sen
 jobs with ``wait`` through the simulator (its own process, not counted): every instruction of
 the gateway's process, all threads (accept, dispatch, submit, webhook, commits, logs,
 metrics, answer), divided by the jobs. The figure is the difference between a run of 120 and
-a run of 20 jobs, so start-up and shutdown cancel out. About 2 minutes.
+a run of 20 jobs, so start-up and shutdown cancel out. About a minute.
 
 Not counted: the kernel's time (sockets, the WAL's writes, fsync), and how fast the counted
 instructions run (at one client, after every wait, with cold caches: see the README).
@@ -15,20 +15,18 @@ instructions run (at one client, after every wait, with cold caches: see the REA
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 
+from bench.instructions import cachegrind, counted
 from bench.payload import job_body
 from bench.servers import gateway_env, prepare_gateway_database, start_server
 
 SMALL, LARGE = 20, 120
 WARMUP = 10
-_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
 def _count(jobs: int, transport: str) -> int:
@@ -46,8 +44,7 @@ def _count(jobs: int, transport: str) -> int:
                 env=lambda url: gateway_env(url, database=database, upstream=simulator.url,
                                             transport=transport, max_concurrency=100,
                                             log_level="info"),
-                prefix=("valgrind", "--tool=cachegrind", "--cache-sim=no",
-                        "--cachegrind-out-file=/dev/null", f"--log-file={summary}"),
+                prefix=cachegrind(summary),
                 ready_timeout=300,
             )
             try:
@@ -57,11 +54,10 @@ def _count(jobs: int, transport: str) -> int:
                 gateway.proc.wait(timeout=300)
         finally:
             simulator.stop()
-        text = summary.read_text() if summary.exists() else ""
-    found = _REFS.search(text)
-    if found is None:
-        raise SystemExit(f"no instruction count in valgrind's summary:\n{text[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+        count = counted(summary)
+        if count is None:
+            raise SystemExit(f"valgrind wrote no instruction count:\n{gateway.log_tail()}")
+    return count
 
 
 def _send_jobs(url: str, key: str, count: int) -> None:
@@ -79,8 +75,6 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transport", choices=["aiohttp", "httpx"], default="aiohttp")
     args = parser.parse_args()
-    if shutil.which("valgrind") is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     per_job = (_count(LARGE, args.transport) - _count(SMALL, args.transport)) / (LARGE - SMALL)
     print(f"gateway instructions per job, one client, {args.transport} transport "
           f"({LARGE} - {SMALL} jobs, cachegrind): {per_job:,.0f}")
