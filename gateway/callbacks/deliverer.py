@@ -143,8 +143,13 @@ class Deliverer:
                 log.exception("callback_claim_failed")
                 wait = self._poll
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait)
+                # Woken by a commit, a finished attempt, or this timer (cheaper than
+                # asyncio.wait_for, which makes a task per wait: one per terminal job).
+                timer = asyncio.get_running_loop().call_later(wait, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
 
     async def stop(self, grace_seconds: float) -> None:
         """Stop claiming; let attempts in flight finish within the grace period; hand the
