@@ -242,7 +242,10 @@ class JobService:
                 slots.give_back(job.id)
             if created:
                 for listener in self.accept_listeners:
-                    listener(value[0])
+                    try:  # one failing listener must not keep the job from the others
+                        listener(value[0])
+                    except Exception:
+                        log.exception("accept_listener_failed", job_id=job.id)
 
         try:
             stored, created = await self.store.write(script, settled=settled)

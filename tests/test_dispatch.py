@@ -139,3 +139,17 @@ async def test_a_job_committed_after_its_request_was_cancelled_is_still_sent(
         job_id = listed[0]["id"]
         await wait_until(lambda: len(submits_for(sim, job_id)) == 1, 5, what="its submit")
         assert (await wait_job(tenant.client, job_id))["status"] == "completed"
+
+
+async def test_a_failing_accept_listener_keeps_the_job_from_no_other(tmp_path: Path) -> None:
+    """Listeners run after the commit; one that raises (a metrics or logging bug) is logged,
+    and the others, the dispatcher among them, still hear of the job."""
+    async with in_process_gateway(tmp_path) as gateway:
+        def broken(job: Any) -> None:
+            raise RuntimeError("listener bug")
+
+        gateway.services.jobs.accept_listeners.insert(0, broken)
+        tenant = await gateway.new_tenant()
+        response = await tenant.client.post("/v1/jobs", json={**PRO, "wait": 10})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "completed"
