@@ -241,11 +241,7 @@ class JobService:
             if claimed and slots is not None and not created:
                 slots.give_back(job.id)
             if created:
-                for listener in self.accept_listeners:
-                    try:  # one failing listener must not keep the job from the others
-                        listener(value[0])
-                    except Exception:
-                        log.exception("accept_listener_failed", job_id=job.id)
+                _tell_each(self.accept_listeners, value[0], job.id, "accept_listener_failed")
 
         try:
             stored, created = await self.store.write(script, settled=settled)
@@ -368,11 +364,7 @@ class JobService:
         for item in value[1]:
             if is_terminal(item.to_status):
                 self.watch.notify(item.job)
-            for listener in self.commit_listeners:
-                try:
-                    listener(item)
-                except Exception:
-                    log.exception("commit_listener_failed", job_id=item.job.id)
+            _tell_each(self.commit_listeners, item, item.job.id, "commit_listener_failed")
 
     async def cancel_job(self, tenant_id: str | None, job_id: str, source: str = "api") -> Job:
         now = self.clock()
@@ -466,6 +458,15 @@ class JobService:
 
         result: Applied = await self.run_transitions(script)
         return result
+
+
+def _tell_each(listeners: list[Callable[[Any], None]], news: Any, job_id: str, failed: str) -> None:
+    """Call every listener with ``news``; one that raises is logged, the others still hear."""
+    for listener in listeners:
+        try:
+            listener(news)
+        except Exception:
+            log.exception(failed, job_id=job_id)
 
 
 def _idempotency_conflict() -> Conflict:
