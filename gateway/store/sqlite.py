@@ -249,12 +249,7 @@ def _settle_batch(batch: list[_Pending], outcomes: list[tuple[bool, Any]]) -> No
             except Exception:
                 log.exception("write_settled_hook_failed")
     for item, (ok, value) in zip(batch, outcomes, strict=True):
-        if item.future.done():  # the writer stopped waiting
-            continue
-        if ok:
-            item.future.set_result(value)
-        else:
-            item.future.set_exception(value)
+        _settle(item.future, value if ok else None, None if ok else value)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
