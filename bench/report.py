@@ -102,31 +102,30 @@ def added_latency(results: HttpResults, transports: tuple[str, ...]) -> dict[str
             "added_p50_ms": median(r.p50_ms for r in accept) - median(r.p50_ms for r in base),
             "added_p99_ms": median(r.p99_ms for r in accept) - median(r.p99_ms for r in base),
         }
+    base_ms = median(r.p50_ms for r in base) if base else 0.0
     floor = results.runs.get("floor/1")
     if floor:
-        floor_ms, sim_ms = median(r.p50_ms for r in floor), simulator_ms_per_job(floor)
-        base_ms = median(r.p50_ms for r in base) if base else 0.0
-        out["floor"] = {
-            "job_p50_ms": floor_ms,
-            "simulator_cpu_ms_per_job": sim_ms,
-            "baseline_p50_ms": base_ms,
-            "added_p50_ms": floor_ms - sim_ms - base_ms,
-        }
+        out["floor"] = _job_latency(floor, base_ms)
     for transport in transports:
         jobs = results.runs.get(f"full-{transport}/1")
-        if not jobs:
-            continue
-        job_ms = median(r.p50_ms for r in jobs)
-        sim_ms = simulator_ms_per_job(jobs)
-        base_ms = median(r.p50_ms for r in base) if base else 0.0
-        out[f"job_{transport}"] = {
-            "job_p50_ms": job_ms,
-            "simulator_cpu_ms_per_job": sim_ms,
-            "baseline_p50_ms": base_ms,
-            "added_p50_ms": job_ms - sim_ms - base_ms,
-            "store_created_to_finished_ms": median(results.store_job_ms.get(transport, [])),
-        }
+        if jobs:
+            out[f"job_{transport}"] = {
+                **_job_latency(jobs, base_ms),
+                "store_created_to_finished_ms": median(results.store_job_ms.get(transport, [])),
+            }
     return out
+
+
+def _job_latency(runs: list[LoadRun], base_ms: float) -> dict[str, float]:
+    """A job's median time at one client, less the simulator's CPU and the baseline's round
+    trip: the latency the server added."""
+    job_ms, sim_ms = median(r.p50_ms for r in runs), simulator_ms_per_job(runs)
+    return {
+        "job_p50_ms": job_ms,
+        "simulator_cpu_ms_per_job": sim_ms,
+        "baseline_p50_ms": base_ms,
+        "added_p50_ms": job_ms - sim_ms - base_ms,
+    }
 
 
 def store_figures(runs: list[StoreRun]) -> dict[str, dict[str, float]]:
