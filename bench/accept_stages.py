@@ -25,13 +25,13 @@ import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 STAGES = ("framework", "+key", "+validation", "+store", "+answer")
 CLIENTS = 64
-Asgi = Callable[..., Awaitable[None]]
+Asgi = Callable[..., Coroutine[Any, Any, None]]
 
 
 def _environment(database: Path) -> dict[str, str]:
@@ -139,7 +139,7 @@ def request_parts() -> tuple[bytes, list[tuple[bytes, bytes]]]:
 async def started_gateway(database: Path, stage: int | None) -> AsyncIterator[tuple[Asgi, str]]:
     """The gateway on a fresh ``database``, started (lifespan), with ``POST /v1/jobs`` cut
     after ``stage`` (None: the real handler); yields the app and the bench tenant's key."""
-    from starlette.routing import request_response
+    from starlette.routing import Route, request_response
 
     from bench.servers import prepare_gateway_database
     from gateway.app import create_app
@@ -149,8 +149,8 @@ async def started_gateway(database: Path, stage: int | None) -> AsyncIterator[tu
     os.environ.update(_environment(database))
     app = create_app(load_settings())
     if stage is not None:
-        route = next(r for r in app.router.routes
-                     if getattr(r, "path", "") == "/v1/jobs" and "POST" in getattr(r, "methods", ()))
+        route = next(r for r in app.router.routes if isinstance(r, Route)
+                     and r.path == "/v1/jobs" and "POST" in (r.methods or ()))
         route.app = request_response(_staged(stage))
     inbox, task = await _lifespan(app)
     try:
