@@ -109,9 +109,11 @@ def added_latency(results: HttpResults, transports: tuple[str, ...]) -> dict[str
     for transport in transports:
         jobs = results.runs.get(f"full-{transport}/1")
         if jobs:
+            stored = results.store_job_ms.get(transport, [])
             out[f"job_{transport}"] = {
                 **_job_latency(jobs, base_ms),
-                "store_created_to_finished_ms": median(results.store_job_ms.get(transport, [])),
+                **{f"store_{phase}_ms": median(run[phase] for run in stored)
+                   for phase in (stored[0] if stored else {})},
             }
     return out
 

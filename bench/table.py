@@ -82,8 +82,16 @@ def _added_lines(added: dict[str, Any]) -> list[str]:
             f"job ({key.removeprefix('job_')}): median accept->completed {job['job_p50_ms']:.2f} ms"
             f" - simulator CPU {job['simulator_cpu_ms_per_job']:.2f} ms/job - baseline round trip "
             f"{job['baseline_p50_ms']:.2f} ms = {job['added_p50_ms']:.2f} ms added"
-            f" (store timestamps created->finished: {job['store_created_to_finished_ms']:.2f} ms)"
         )
+        if "store_created_to_finished_ms" in job:
+            lines.append(
+                f"  its phases, by the gateway's own timestamps (medians): accepted -> submit "
+                f"answered {job['store_created_to_submitted_ms']:.2f} ms, -> webhook arrived "
+                f"{job['store_submitted_to_finished_ms']:.2f} ms; accepted -> webhook arrived "
+                f"{job['store_created_to_finished_ms']:.2f} ms, the rest (reading the request, "
+                f"the terminal commit, the answer) "
+                f"{job['job_p50_ms'] - job['store_created_to_finished_ms']:.2f} ms"
+            )
     return lines
 
 
