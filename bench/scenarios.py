@@ -219,4 +219,3 @@ def store_job_phases_ms(database: Path, since: float, until: float) -> dict[str,
         phase: statistics.median(values) * 1000 if values else float("nan")
         for phase, values in spans.items()
     }
-
