@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import math
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ import pytest
 
 from gateway.runner import bind
 from gateway.simulator import SimulatorConfig, create_simulator_app
+from gateway.webhooks.wavespeed_signature import BadSignature, verify
 from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle
 from tests.helpers import (
     HoldSubmitAnswers,
@@ -82,6 +84,7 @@ async def simulator_idle(sim: Sim) -> None:
 def _forgeries(secret: str, upstream_id: str) -> dict[str, tuple[bytes, dict[str, str]]]:
     body = prediction_body(upstream_id)
     now = int(time.time())
+    ahead = math.ceil(time.time()) + 301  # int() would round the clock down: 300.x s ahead
     good = wavespeed_signed(secret, body, "msg_forged")
     drop = lambda name: {k: v for k, v in good.items() if k != name}  # noqa: E731
     tampered = prediction_body(upstream_id, outputs=["https://evil.example/x.png"])
@@ -98,7 +101,7 @@ def _forgeries(secret: str, upstream_id: str) -> dict[str, tuple[bytes, dict[str
         "no-headers": (body, {"content-type": "application/json"}),
         "timestamp-301s-old": (body, wavespeed_signed(secret, body, "msg_forged", now - 301)),
         "timestamp-1h-old": (body, wavespeed_signed(secret, body, "msg_forged", now - 3600)),
-        "timestamp-301s-ahead": (body, wavespeed_signed(secret, body, "msg_forged", now + 301)),
+        "timestamp-301s-ahead": (body, wavespeed_signed(secret, body, "msg_forged", ahead)),
         "timestamp-not-a-number": (body, {**good, "webhook-timestamp": "yesterday"}),
         "tampered-body": (tampered, good),
         "other-webhook-id": (body, {**good, "webhook-id": "msg_other"}),
@@ -108,6 +111,19 @@ def _forgeries(secret: str, upstream_id: str) -> dict[str, tuple[bytes, dict[str
     }
 
 
+@pytest.mark.parametrize(("offset", "accepted"), [
+    (-300, True), (300, True), (0, True), (-301, False), (301, False), (-3600, False),
+])
+def test_the_signature_window_is_300_seconds_either_way(offset: int, accepted: bool) -> None:
+    secret, body, now = "whsec_windowtest", b'{"id":"p1"}', 1_800_000_000
+    headers = wavespeed_signed(secret, body, "msg_window", now + offset)
+    if accepted:
+        assert verify(secret, headers, body, tolerance_seconds=300, now=now) == "msg_window"
+    else:
+        with pytest.raises(BadSignature, match="tolerance window"):
+            verify(secret, headers, body, tolerance_seconds=300, now=now)
+
+
 async def test_forged_webhooks_are_401_and_change_nothing(
     gateway: Gateway, tenant: TenantHandle, simulator: Sim
 ) -> None:
@@ -115,7 +131,10 @@ async def test_forged_webhooks_are_401_and_change_nothing(
     before = await job_state(tenant, job["id"])
     secret = simulator.config.webhook_secret
     forgeries = _forgeries(secret, job["upstream_id"])
-    for name, (body, headers) in forgeries.items():
+    for name in forgeries:
+        # Signed just before it is sent: a timestamp 301 s ahead of a clock read earlier in
+        # the loop would be inside the 300 s window by the time a slow machine delivers it.
+        body, headers = _forgeries(secret, job["upstream_id"])[name]
         response = await deliver(gateway, job["id"], body, headers)
         assert response.status_code == 401, (name, response.text)
         assert response.json()["error"]["code"] == "bad_signature", name
