@@ -71,18 +71,13 @@ def _added_lines(added: dict[str, Any]) -> list[str]:
     if floor:
         lines.append(
             f"protocol floor (the same messages, no gateway work): median "
-            f"{floor['job_p50_ms']:.2f} ms - simulator CPU {floor['simulator_cpu_ms_per_job']:.2f}"
-            f" ms/job - baseline round trip {floor['baseline_p50_ms']:.2f} ms = "
-            f"{floor['added_p50_ms']:.2f} ms added (what the machine charges for the messages)"
+            f"{_job_latency(floor)} (what the machine charges for the messages)"
         )
     for key, job in added.items():
         if not key.startswith("job_"):
             continue
-        lines.append(
-            f"job ({key.removeprefix('job_')}): median accept->completed {job['job_p50_ms']:.2f} ms"
-            f" - simulator CPU {job['simulator_cpu_ms_per_job']:.2f} ms/job - baseline round trip "
-            f"{job['baseline_p50_ms']:.2f} ms = {job['added_p50_ms']:.2f} ms added"
-        )
+        lines.append(f"job ({key.removeprefix('job_')}): median accept->completed "
+                     f"{_job_latency(job)}")
         if "store_created_to_finished_ms" in job:
             lines.append(
                 f"  its phases, by the gateway's own timestamps (medians): accepted -> submit "
@@ -93,6 +88,15 @@ def _added_lines(added: dict[str, Any]) -> list[str]:
                 f"{job['job_p50_ms'] - job['store_created_to_finished_ms']:.2f} ms"
             )
     return lines
+
+
+def _job_latency(job: dict[str, float]) -> str:
+    """report._job_latency's arithmetic, written out."""
+    return (
+        f"{job['job_p50_ms']:.2f} ms - simulator CPU {job['simulator_cpu_ms_per_job']:.2f} ms/job"
+        f" - baseline round trip {job['baseline_p50_ms']:.2f} ms = {job['added_p50_ms']:.2f} ms"
+        f" added"
+    )
 
 
 def _store_lines(store: dict[str, dict[str, float]]) -> list[str]:
