@@ -167,15 +167,18 @@ def settle(
     third of the server CPU during the next run): ``sync`` first."""
     os.sync()
     cpus = sorted({s.cpu for s in servers if s.cpu is not None})
-    deadline = time.monotonic() + limit
     window = 0.25
+    allowed = [busy_fraction * window] * len(servers) + [cpu_fraction * window] * len(cpus)
+
+    def busy_so_far() -> list[float]:  # each server's CPU seconds, then each server CPU's
+        return [s.cpu_seconds() for s in servers] + [cpu_busy_seconds(c) for c in cpus]
+
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        before = [s.cpu_seconds() for s in servers], [cpu_busy_seconds(c) for c in cpus]
+        before = busy_so_far()
         time.sleep(window)
-        after = [s.cpu_seconds() for s in servers], [cpu_busy_seconds(c) for c in cpus]
-        if all(b - a <= busy_fraction * window for a, b in zip(before[0], after[0], strict=True)
-               ) and all(b - a <= cpu_fraction * window
-                         for a, b in zip(before[1], after[1], strict=True)):
+        after = busy_so_far()
+        if all(b - a <= most for a, b, most in zip(before, after, allowed, strict=True)):
             return
 
 
