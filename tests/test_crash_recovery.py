@@ -20,7 +20,7 @@ import pytest
 
 from gateway.simulator import SimulatorConfig, create_simulator_app
 from tests.conftest import Sim
-from tests.helpers import HoldSubmitAnswers, created_for, submits_for, wait_until
+from tests.helpers import HoldSubmitAnswers, created_for, submits_for, wait_job, wait_until
 from tests.servers import reserve_port, serve_on
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,6 +373,10 @@ async def test_sigterm_answers_requests_waiting_on_a_job_at_once(
         await set_faults(sim, paused=True)
         waiting = asyncio.create_task(client.post("/v1/jobs", json={**BODIES[0], "wait": 30}))
         await wait_until(lambda: len(sim.submits()) == 1, 10, what="the submit")
+        # The simulator has the submit, but its answer may still be on the way back: wait for
+        # the job to be recorded as submitted, so that what the answer says is known.
+        webhook = sim.submits()[0].query["webhook"]
+        await wait_job(client, webhook.rsplit("/", 1)[1], ("submitted", "processing"))
         started = time.monotonic()
         code = await gp.terminate(within=10)
         response = await asyncio.wait_for(waiting, 10)
