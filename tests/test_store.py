@@ -400,9 +400,14 @@ async def test_a_job_reads_back_as_written_with_every_field_set_or_left_empty(
         "surface": "wavespeed",
     }.items():
         setattr(full, name, value)
-    for job in (bare, full, make_job(tenant, "z")):
+    written = (bare, full, make_job(tenant, "z"))
+    for job in written:
         await store.write(insert(job))
+        # Each way a job is read: inline, inside a transaction, through a reader.
         assert await store.get_job(job.id) == job
+        assert await store.write(lambda tx, job_id=job.id: tx.get_job(job_id)) == job
+    listed = await store.list_jobs(tenant, status=None, model=None, limit=10, before_id=None)
+    assert sorted(listed, key=lambda j: j.id) == sorted(written, key=lambda j: j.id)
 
 
 def test_every_job_field_that_may_be_none_is_a_column_that_defaults_to_null(
