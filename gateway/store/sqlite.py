@@ -537,7 +537,7 @@ class SQLiteStore(TenancyReads, CallbackReads):
         """Queued jobs whose submit was attempted before the cutoff and never answered."""
         return await self._jobs_where(
             "status = 'queued' AND upstream_id IS NULL AND submit_attempted_at <= ?",
-            (attempted_before,),
+            (attempted_before,), index="jobs_unanswered_submits",  # see migration 7
         )
 
     async def active_job_counts(self) -> dict[tuple[str, str], int]:
@@ -561,9 +561,12 @@ class SQLiteStore(TenancyReads, CallbackReads):
             row = await cursor.fetchone()
         return (row[0], row[1]) if row else (0, None)
 
-    async def _jobs_where(self, where: str, args: tuple[Any, ...]) -> list[Job]:
+    async def _jobs_where(
+        self, where: str, args: tuple[Any, ...], *, index: str | None = None
+    ) -> list[Job]:
+        source = _JOB_SELECT if index is None else f"{_JOB_SELECT} INDEXED BY {index}"
         async with self._reader() as db:
-            cursor = await db.execute(f"{_JOB_SELECT} WHERE {where}", args)
+            cursor = await db.execute(f"{source} WHERE {where}", args)
             rows = await cursor.fetchall()
         return [_job_from_row(r) for r in rows]
 
