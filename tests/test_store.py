@@ -440,9 +440,19 @@ async def test_the_queries_for_jobs_by_status_search_an_index(store: SQLiteStore
     queries = [sql for sql in issued if "FROM jobs" in sql]
     assert len(queries) == 5, issued
     with sqlite3.connect(store.path) as conn:
-        for sql in queries:
-            plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
-            assert "SCAN jobs" not in plan and "SEARCH jobs USING" in plan, (sql, plan)
+        plans = {
+            sql: " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            for sql in queries
+        }
+    for sql, plan in plans.items():
+        assert "SCAN jobs" not in plan and "SEARCH jobs USING" in plan, (sql, plan)
+    # The reconciler's every-second query for unanswered submits reads only those, not every
+    # job without an upstream id (the whole backlog): see migration 7.
+    [expired] = [plan for sql, plan in plans.items() if "submit_attempted_at <=" in sql]
+    assert "USING INDEX jobs_unanswered_submits (submit_attempted_at<?)" in expired, expired
+    # The metrics scrape's count of unfinished jobs reads the index alone (migration 8).
+    [counts] = [plan for sql, plan in plans.items() if "GROUP BY model, status" in sql]
+    assert "USING COVERING INDEX jobs_status" in counts, counts
 
 
 async def test_migrations_apply_once(tmp_path: Path) -> None:
