@@ -122,6 +122,19 @@ async def test_job_callback_url_gets_the_terminal_event_signed_with_the_tenant_s
     assert len(receiver.deliveries) == 1  # processing is not sent to a job's callback_url
 
 
+async def test_the_commit_that_queues_a_callback_wakes_the_deliverer(
+    gateway_factory: GatewayFactory, receiver: Receiver
+) -> None:
+    """With an hour between the deliverer's own looks at the store, a callback still goes out
+    at once: the terminal commit that queued it wakes the deliverer."""
+    gw = await gateway_factory(**{**FAST, "callback_poll_seconds": 3600})
+    tenant = await gw.new_tenant()
+    job = await run_job(tenant, callback_url=f"{receiver.url}/hooks/job")
+    [delivery] = await receiver.wait_for(1)
+    assert delivery.payload["type"] == "job.completed"
+    assert delivery.payload["data"]["id"] == job["id"]
+
+
 async def test_endpoints_receive_the_events_their_filter_names(
     gateway_factory: GatewayFactory, simulator: Sim, receiver: Receiver
 ) -> None:
