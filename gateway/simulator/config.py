@@ -85,7 +85,8 @@ class SimulatorConfig:
     webhook_secret: str = DEFAULT_WEBHOOK_SECRET
     public_url: str = DEFAULT_PUBLIC_URL
     latency_seconds: float = 0.0  # from submit to the end of the task
-    sync_timeout_seconds: float = 30.0  # how long enable_sync_mode waits before code 5004
+    # How long enable_sync_mode waits before code 5004: about 90 s at WaveSpeed (the contract).
+    sync_timeout_seconds: float = 90.0
     webhook_timeout_seconds: float = 10.0  # per delivery attempt
     # Where webhooks travel; None = the network. Tests in one process pass an ASGITransport.
     webhook_transport: httpx.AsyncBaseTransport | None = None
