@@ -225,6 +225,9 @@ def create_app(
             if svc.wavespeed_webhook_secret is None:
                 svc.tasks.append(asyncio.create_task(_fetch_webhook_secret(svc)))
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
+            svc.tasks.append(asyncio.create_task(
+                svc.dispatcher.release_finished_every(1.0), name="dispatcher-release"
+            ))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
             svc.tasks.append(asyncio.create_task(svc.callbacks.deliverer.run(), name="deliverer"))
             collector_defaults = collector.tune()

@@ -103,6 +103,34 @@ class Dispatcher:
             self.in_flight.discard(moved.job.id)
             self._wake.set()
 
+    async def release_finished(self) -> int:
+        """Free the slots of jobs counted in flight here that the store says are finished;
+        return how many. ``_on_commit`` hears this process's commits only: with several
+        worker processes on one database, a job this worker sent may be finished by another
+        (WaveSpeed's webhook, or a poll, lands on any of them), and one that started after a
+        restart counts the jobs every worker had in flight. Without this their slots would
+        stay taken, and the worker would stop sending."""
+        counted = list(self.in_flight)
+        if not counted:
+            return 0
+        statuses = await self._service.store.job_statuses(counted)
+        # A job missing from the store holds its slot: its accepting commit is still running.
+        finished = [i for i in counted if i in statuses and is_terminal(statuses[i])]
+        for job_id in finished:
+            self.in_flight.discard(job_id)
+        if finished:
+            self._wake.set()
+        return len(finished)
+
+    async def release_finished_every(self, seconds: float) -> None:
+        """``release_finished`` every ``seconds``, until the dispatcher stops."""
+        while not self._stopping:
+            await asyncio.sleep(seconds)
+            try:
+                await self.release_finished()
+            except Exception:
+                log.exception("dispatcher_release_failed")
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def recover(self) -> None:

@@ -116,12 +116,14 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 @pytest.fixture
 async def gateway_factory(tmp_path: Path, simulator: Sim) -> AsyncIterator[GatewayFactory]:
     """Start gateways on real sockets; each call may override settings. Same database file
-    unless ``database_url`` is overridden, so a second call is a restart."""
+    unless ``database_url`` is overridden, so a second call is a restart (or, with the first
+    still running, a second worker process on the same database)."""
     started: list[Gateway] = []
 
     async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Gateway:
         sock, url = reserve_port()
-        settings = sim_settings(simulator, tmp_path / "gateway.db", public_url=url, **overrides)
+        overrides.setdefault("public_url", url)
+        settings = sim_settings(simulator, tmp_path / "gateway.db", **overrides)
         app = create_app(settings, configure_logs=False, clock=clock or time.time)
         served = await serve_on(app, sock, url)
         gateway = Gateway(url, settings, served, app, httpx.AsyncClient(base_url=url, timeout=30))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.store.sqlite import SQLiteStore
-from tests.conftest import Gateway, Sim, TenantHandle, in_process_gateway
+from tests.conftest import Gateway, GatewayFactory, Sim, TenantHandle, in_process_gateway
 from tests.helpers import submits_for, wait_job, wait_until
 
 PRO: dict[str, Any] = {"model": "flux-kontext-pro", "prompt": "a fox"}
@@ -153,3 +153,33 @@ async def test_a_failing_accept_listener_keeps_the_job_from_no_other(tmp_path: P
         response = await tenant.client.post("/v1/jobs", json={**PRO, "wait": 10})
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "completed"
+
+
+async def test_a_slot_freed_by_another_worker_is_taken_again(
+    gateway_factory: GatewayFactory, simulator: Sim
+) -> None:
+    """Two workers on one database. Worker A sends every job, one at a time; WaveSpeed's
+    webhooks all reach worker B (A's public URL is B's), so B commits each job's end and A
+    never hears that commit. A still learns from the store that its slot is free."""
+    b = await gateway_factory()
+    a = await gateway_factory(public_url=b.url, upstream_max_concurrency=1)
+    tenant = await a.new_tenant()
+    ids = await post(tenant, 3)
+    for job_id in ids:
+        assert (await wait_job(tenant.client, job_id, within=15))["status"] == "completed"
+    assert sorted(submitted_ids(simulator)) == sorted(ids)
+    assert {w.url.rsplit("/webhooks/", 1)[0] for w in simulator.state.webhooks} == {b.url}
+    await wait_until(lambda: not a.services.dispatcher.in_flight, 5, what="the last slot freed")
+
+
+async def test_only_jobs_the_store_says_are_finished_give_their_slots_back(tmp_path: Path) -> None:
+    async with in_process_gateway(tmp_path) as gateway:
+        tenant = await gateway.new_tenant()
+        [done] = await post(tenant, 1)
+        await wait_job(tenant.client, done)
+        dispatcher = gateway.services.dispatcher
+        # Counted here but finished by another worker; and one whose accepting commit has not
+        # ended yet (not in the store): that one keeps its slot.
+        dispatcher.in_flight.update({done, "job_not_committed_yet"})
+        assert await dispatcher.release_finished() == 1
+        assert dispatcher.in_flight == {"job_not_committed_yet"}
