@@ -5,11 +5,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as UnparsedSetting
+
+from gateway import catalog
 
 
 def _all_but_link_local() -> list[str]:
@@ -95,6 +99,11 @@ class Settings(BaseSettings):
             raise ValueError("only sqlite:///PATH is supported (e.g. sqlite:///./data/gateway.db)")
         return value
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value  # INFO, as Python spells it
+
     @field_validator("wavespeed_webhook_secret")
     @classmethod
     def _whsec(cls, value: str | None) -> str | None:
@@ -131,7 +140,10 @@ class Settings(BaseSettings):
     @field_validator("prices")
     @classmethod
     def _prices_positive(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        known = (*catalog.MODELS, *catalog.BY_WAVESPEED_ID)
         for model, price in value.items():
+            if model not in known:  # a typo would otherwise leave the catalog price in force
+                raise ValueError(f"unknown model {model!r}; known: {', '.join(known)}")
             if price < 0:
                 raise ValueError(f"price for {model} must not be negative")
         return value
@@ -145,10 +157,24 @@ class Settings(BaseSettings):
         return self.wavespeed_api_key is None
 
 
+# The settings whose value is JSON (a list or an object), with an example of each.
+_JSON_EXAMPLES = {
+    "prices": '{"flux-kontext-max": "0.09"}',
+    "callback_allowed_networks": '["10.0.0.0/8", "192.168.0.0/16"]',
+    "callback_retry_schedule": "[0, 5, 300, 1800]",
+}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build settings from the environment; a bad value becomes one SettingsError line."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except UnparsedSetting as exc:  # not JSON where JSON is expected
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = found.group(1) if found else "settings"
+        example = _JSON_EXAMPLES.get(field)
+        shape = f"JSON, e.g. {example}" if example else "JSON"
+        raise SettingsError(f"invalid setting GATEWAY_{field.upper()}: must be {shape}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"

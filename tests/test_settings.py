@@ -25,6 +25,10 @@ from gateway.settings import SettingsError, load_settings
         ("GATEWAY_UPSTREAM_MAX_CONCURRENCY", "0"),
         ("GATEWAY_POLL_INTERVAL_SECONDS", "-1"),
         ("GATEWAY_PRICES", '{"flux-kontext-max": "-0.01"}'),
+        ("GATEWAY_PRICES", '{"flux-kontext-maxx": "0.10"}'),  # a typo: no price would change
+        ("GATEWAY_PRICES", "flux-kontext-max=0.09"),  # not JSON
+        ("GATEWAY_CALLBACK_ALLOWED_NETWORKS", "10.0.0.0/8"),  # not JSON
+        ("GATEWAY_CALLBACK_RETRY_SCHEDULE", "0,5,300"),  # not JSON
         ("GATEWAY_UPSTREAM_TRANSPORT", "curl"),
     ],
 )
@@ -38,6 +42,25 @@ def test_a_bad_value_is_one_line_naming_the_variable(
     assert "\n" not in message
     expected = "GATEWAY_PRICES" if variable == "GATEWAY_PRICES" else variable
     assert expected in message
+
+
+def test_a_value_that_is_not_json_says_what_json_is_expected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_CALLBACK_ALLOWED_NETWORKS", "10.0.0.0/8")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        'invalid setting GATEWAY_CALLBACK_ALLOWED_NETWORKS: must be JSON, e.g. '
+        '["10.0.0.0/8", "192.168.0.0/16"]'
+    )
+
+
+def test_log_level_is_read_in_either_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_LOG_LEVEL", "INFO")
+    monkeypatch.setenv("GATEWAY_LOG_FORMAT", "Console")
+    settings = load_settings()
+    assert (settings.log_level, settings.log_format) == ("info", "console")
 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
