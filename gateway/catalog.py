@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from gateway.errors import FieldError
+from gateway.money import decimal_text
 
 ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
 SEED_MAX = 2147483647
@@ -88,7 +89,7 @@ class Endpoint:
             "task": self.task,
             "wavespeed_id": self.wavespeed_id,
             "images": {"none": "0", "one": "1", "many": f"2..{MAX_IMAGES}"}[self.image_mode],
-            "price_usd": f"{price:.2f}",
+            "price_usd": decimal_text(price),
             "parameters": {p.name: p.schema() for p in self.params},
         }
 

@@ -14,13 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from gateway.catalog import Catalog
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, QuotaExceeded, UpstreamError
 from gateway.ids import new_id
 from gateway.logs import get_logger
+from gateway.money import to_micros
 from gateway.normalize import JobRequest, parse_job_request
 from gateway.states import TERMINAL, can_transition, is_terminal
 from gateway.store import Idempotency, Job, JobEvent, Store, Tx
@@ -29,14 +29,9 @@ from gateway.upstream import Prediction, UpstreamRejected, WaveSpeedClient
 
 log = get_logger()
 
-MICROS = Decimal(1_000_000)
 MAX_IDEMPOTENCY_KEY = 255
 # WaveSpeed's answers to an upload that mean the image itself is unacceptable.
 _IMAGE_REFUSALS = frozenset({400, 413, 415, 422})
-
-
-def to_micros(usd: Decimal) -> int:
-    return int((usd * MICROS).to_integral_value())
 
 
 class SubmitSlots(Protocol):

@@ -26,7 +26,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from gateway.errors import FieldError, Forbidden, InvalidRequest, QuotaExceeded
-from gateway.jobs import MICROS, Transition, to_micros
+from gateway.jobs import Transition
+from gateway.money import decimal_text, to_micros
 from gateway.store import Job, Tx
 from gateway.tenancy import Principal
 
@@ -62,7 +63,7 @@ class Limits:
         """Every limit, None where unset; money as a decimal string."""
         out: dict[str, Any] = {}
         for name, value in asdict(self).items():
-            out[name] = f"{value:.2f}" if isinstance(value, Decimal) else value
+            out[name] = decimal_text(value) if isinstance(value, Decimal) else value
         return out
 
     def stored(self) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
             )
         if usd_limit is not None and micros + price > to_micros(usd_limit):
             raise _exceeded(
-                f"usd_per_{unit}", f"USD {usd_limit:.2f} per {unit} would be exceeded", reset(now)
+                f"usd_per_{unit}", f"USD {decimal_text(usd_limit)} per {unit} would be exceeded", reset(now)
             )
     tx.add_counters(tenant, (OPEN, day, month), 1, price)
 
@@ -227,8 +228,6 @@ def settle(tx: Tx, moved: Transition) -> None:
     tx.add_counters(job.tenant_id, given_back, -images, -micros)
 
 
-def usd(micros: int) -> str:
-    return f"{Decimal(micros) / MICROS:.2f}"
 
 
 def reserve_for_accept(tx: Tx, job: Job, principal: Principal) -> None:

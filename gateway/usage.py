@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import FieldError, InvalidRequest
-from gateway.quota import OPEN, Limits, day_key, periods, rate_state, usd
+from gateway.money import decimal_text, usd_text
+from gateway.quota import OPEN, Limits, day_key, periods, rate_state
 from gateway.store import Store, Tenant
 
 MAX_RANGE_DAYS = 366
@@ -57,15 +58,15 @@ async def usage_report(store: Store, tenant: Tenant, first: str, last: str, now:
         "from": first,
         "to": last,
         "images": sum(r.images for r in rows),
-        "cost_usd": usd(sum(r.usd_micros for r in rows)),
-        "reserved_usd": usd(reserved),
+        "cost_usd": usd_text(sum(r.usd_micros for r in rows)),
+        "reserved_usd": usd_text(reserved),
         "open_jobs": open_jobs,
         "by_model": [
-            {"model": model, "images": images, "cost_usd": usd(micros)}
+            {"model": model, "images": images, "cost_usd": usd_text(micros)}
             for model, (images, micros) in sorted(by_model.items())
         ],
         "by_day": [
-            {"day": r.day, "model": r.model, "images": r.images, "cost_usd": usd(r.usd_micros)}
+            {"day": r.day, "model": r.model, "images": r.images, "cost_usd": usd_text(r.usd_micros)}
             for r in rows
         ],
         "limits": limits.to_json(),
@@ -97,7 +98,7 @@ async def _remaining(
 
 def _money_left(limit: Decimal, used_micros: int) -> str:
     left = limit - Decimal(used_micros) / Decimal(1_000_000)
-    return f"{max(Decimal(0), left):.2f}"
+    return decimal_text(max(Decimal(0), left))
 
 
 def rate_headers(limits: Limits, tat: float | None, now: float) -> dict[str, str]:

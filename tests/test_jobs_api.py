@@ -437,7 +437,7 @@ def test_usd_amounts_are_written_as_decimal_would_write_them() -> None:
     from decimal import Decimal
 
     from gateway.api.common import usd
-    from gateway.jobs import MICROS
+    from gateway.money import MICROS
 
     def by_decimal(micros: int) -> str:
         amount = Decimal(micros) / MICROS

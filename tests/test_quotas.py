@@ -98,6 +98,28 @@ async def test_usd_budget_holds_and_is_charged_to_the_cent(gateway: Gateway, sim
     assert usage["remaining"]["usd_per_day"] == "0.02"
 
 
+async def test_a_price_set_finer_than_a_cent_is_charged_and_shown_as_set(tmp_path: Path) -> None:
+    """GATEWAY_PRICES may give a price like 0.045: the catalog, each job, the usage and a
+    limit set as finely all show the amounts exactly, never rounded to the cent."""
+    prices = {"flux-kontext-pro": Decimal("0.045")}
+    async with in_process_gateway(tmp_path, prices=prices) as gateway:
+        tenant = await gateway.new_tenant(limits={"usd_per_day": "0.135"})
+        models = (await tenant.client.get("/v1/models")).json()["data"]
+        [pro] = [m for m in models if m["wavespeed_id"].startswith("wavespeed-ai/flux-kontext-pro")]
+        assert pro["price_usd"] == "0.045"
+        jobs = [(await tenant.client.post("/v1/jobs", json={**PRO, "wait": 10})).json() for _ in range(3)]
+        assert [(j["status"], j["price_usd"], j["cost_usd"]) for j in jobs] == [
+            ("completed", "0.045", "0.045")
+        ] * 3
+        refused = await tenant.client.post("/v1/jobs", json=PRO)  # 0.135 is spent
+        assert refused.status_code == 429, refused.text
+        assert "USD 0.135 per day" in refused.json()["error"]["message"]
+        usage = await _usage(tenant.client)
+    assert usage["cost_usd"] == "0.135" and usage["limits"]["usd_per_day"] == "0.135"
+    assert usage["by_model"] == [{"model": "flux-kontext-pro", "images": 3, "cost_usd": "0.135"}]
+    assert usage["remaining"]["usd_per_day"] == "0.00"
+
+
 async def test_idempotent_retry_is_never_charged_twice(gateway: Gateway) -> None:
     tenant = await gateway.new_tenant(limits={"images_per_day": 1})
     headers = {"Idempotency-Key": "order-42"}

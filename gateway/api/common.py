@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import QueryParams
@@ -12,8 +11,8 @@ from starlette.responses import JSONResponse
 
 from gateway import jsonio
 from gateway.errors import BadRequest, FieldError
-from gateway.jobs import MICROS
 from gateway.logs import bind
+from gateway.money import usd_text
 from gateway.store import Job, JobEvent
 from gateway.tenancy import Principal, authenticate
 from gateway.times import iso_millis
@@ -90,13 +89,7 @@ def iso(ts: float | None) -> str | None:
 
 
 def usd(micros: int | None) -> str | None:
-    """Micro-dollars as a decimal string: two decimals for whole cents, else as many as needed."""
-    if micros is None:
-        return None
-    if micros % 10_000 == 0:  # whole cents, nearly always: integer arithmetic, no Decimal
-        cents = abs(micros) // 10_000
-        return f"{'-' if micros < 0 else ''}{cents // 100}.{cents % 100:02d}"
-    return str(Decimal(micros) / MICROS)
+    return None if micros is None else usd_text(micros)
 
 
 def _span(start: float | None, end: float | None) -> float | None:
