@@ -32,7 +32,7 @@ from gateway.api import webhooks as webhooks_api
 from gateway.callbacks import Callbacks, build_callbacks
 from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
-from gateway.errors import GatewayError, UpstreamError
+from gateway.errors import GatewayError, UpstreamError, error_body
 from gateway.jobs import JobService
 from gateway.logs import bound, configure_logging, get_logger, log_accepted, log_transition
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -106,7 +106,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
-        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+        error_body(code, str(exc.detail)), status_code=exc.status_code,
         headers=exc.headers,
     )
 
@@ -116,7 +116,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # Runs outside RequestContext, which leaves the request's log context bound for this line.
     request_id = bound().get("request_id")
     return JSONResponse(
-        {"error": {"code": "internal_error", "message": "internal error"}}, status_code=500,
+        error_body("internal_error", "internal error"), status_code=500,
         headers={"X-Request-ID": request_id} if isinstance(request_id, str) else None,
     )
 

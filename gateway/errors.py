@@ -48,10 +48,15 @@ class GatewayError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
+        return error_body(self.code, self.message, self.details)
+
+
+def error_body(
+    code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The one error shape (outside the WaveSpeed-compatible surface); ``details`` is always
+    there, empty unless fields are named, so a client can read it without testing for it."""
+    return {"error": {"code": code, "message": message, "details": details or []}}
 
 
 class BadRequest(GatewayError):

@@ -267,7 +267,9 @@ async def test_an_unexpected_error_is_a_500_with_request_id_counted_and_logged(
             response = await client.get("/boom/1", headers={"X-Request-ID": "req-boom"})
             metrics = (await client.get("/metrics")).text
     assert response.status_code == 500
-    assert response.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "internal error", "details": []}
+    }
     assert response.headers["x-request-id"] == "req-boom"
     counted = value(metrics, "gateway_http_requests_total", method="GET", route="/boom/{thing}", status="500")
     assert counted == 1

@@ -70,18 +70,18 @@ def assert_error_shape(response: httpx.Response, status: int, code: str | None =
     body = response.json()
     assert set(body) == {"error"}
     error = body["error"]
-    assert set(error) <= {"code", "message", "details"}
+    assert set(error) == {"code", "message", "details"}  # details always, [] when not fields
     assert isinstance(error["code"], str) and error["code"]
     assert isinstance(error["message"], str) and error["message"]
     assert "Traceback" not in response.text
     if code is not None:
         assert error["code"] == code
-    if "details" in error:
-        assert isinstance(error["details"], list) and error["details"]
-        for detail in error["details"]:
-            assert set(detail) == {"field", "message"}
-            assert isinstance(detail["field"], str) and isinstance(detail["message"], str)
-            assert detail["message"]
+    assert isinstance(error["details"], list)
+    assert bool(error["details"]) == (status == 422), error  # fields named exactly when wrong
+    for detail in error["details"]:
+        assert set(detail) == {"field", "message"}
+        assert isinstance(detail["field"], str) and isinstance(detail["message"], str)
+        assert detail["message"]
     return error
 
 
