@@ -32,7 +32,7 @@ from gateway.api import webhooks as webhooks_api
 from gateway.callbacks import Callbacks, build_callbacks
 from gateway.catalog import MODELS, Catalog
 from gateway.dispatcher import Dispatcher
-from gateway.errors import GatewayError, UpstreamError, error_body
+from gateway.errors import GatewayError, UpstreamError, error_body, error_body_on
 from gateway.jobs import JobService
 from gateway.logs import bound, configure_logging, get_logger, log_accepted, log_transition
 from gateway.metrics import CONTENT_TYPE, Metrics
@@ -116,7 +116,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     # Runs outside RequestContext, which leaves the request's log context bound for this line.
     request_id = bound().get("request_id")
     return JSONResponse(
-        error_body("internal_error", "internal error"), status_code=500,
+        error_body_on(request.url.path, 500, "internal_error", "internal error"), status_code=500,
         headers={"X-Request-ID": request_id} if isinstance(request_id, str) else None,
     )
 

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from gateway.api.common import iso
-from gateway.errors import FieldError, GatewayError, InvalidRequest, QuotaExceeded
+from gateway.errors import FieldError, GatewayError, InvalidRequest, QuotaExceeded, wavespeed_error_body
 from gateway.normalize import json_object
 from gateway.store import Job
 from gateway.upstream import UpstreamRateLimited, UpstreamRejected
@@ -117,4 +117,4 @@ def error_body(exc: GatewayError) -> tuple[int, dict[str, Any], dict[str, str]]:
     elif isinstance(exc, UpstreamRateLimited):
         status = 429
         headers.setdefault("Retry-After", str(max(1, round(exc.retry_after))))
-    return status, {"code": status, "message": message}, headers
+    return status, wavespeed_error_body(status, message), headers

@@ -59,6 +59,23 @@ def error_body(
     return {"error": {"code": code, "message": message, "details": details or []}}
 
 
+# The WaveSpeed-compatible surface (gateway.api.compat) answers errors in WaveSpeed's shape.
+WAVESPEED_SURFACE = "/api/v3/"
+
+
+def wavespeed_error_body(status: int, message: str) -> dict[str, Any]:
+    return {"code": status, "message": message}
+
+
+def error_body_on(path: str, status: int, code: str, message: str) -> dict[str, Any]:
+    """The error shape of the surface ``path`` is on, for answers given outside a surface's
+    own error handling: the body limit's 413 and an unexpected error's 500. (The router's
+    404 and 405 never reach /api/v3, whose catch-all route answers any other path there.)"""
+    if path.startswith(WAVESPEED_SURFACE):
+        return wavespeed_error_body(status, message)
+    return error_body(code, message)
+
+
 class BadRequest(GatewayError):
     status = 400
     code = "bad_request"

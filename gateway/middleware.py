@@ -11,7 +11,7 @@ from collections.abc import Callable
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import PayloadTooLarge
+from gateway.errors import PayloadTooLarge, error_body_on
 from gateway.ids import new_id
 from gateway.logs import fresh_context, get_logger
 
@@ -119,7 +119,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    await _too_large(send, self.max_bytes)
+                    await _too_large(send, self.max_bytes, scope["path"])
                     return
         seen = 0
 
@@ -135,9 +135,9 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
+async def _too_large(send: Send, limit: int, path: str) -> None:
     error = PayloadTooLarge(f"request body over {limit} bytes")
-    body = json.dumps(error.body()).encode()
+    body = json.dumps(error_body_on(path, error.status, error.code, error.message)).encode()
     await send({
         "type": "http.response.start",
         "status": 413,

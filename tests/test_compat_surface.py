@@ -93,6 +93,27 @@ async def test_submit_answers_in_wavespeed_envelope_and_records_the_job(tmp_path
         assert [j["id"] for j in listed] == [data["id"]]
 
 
+async def test_errors_answered_outside_the_surfaces_handlers_keep_wavespeeds_shape(
+    tmp_path: Path,
+) -> None:
+    """The body limit answers before any handler runs, and an unexpected error reaches the
+    app's last handler: on /api/v3 both still answer ``{code, message}``."""
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    async with in_process_gateway(tmp_path, max_body_bytes=1024) as gateway:
+        tenant = await gateway.new_tenant()
+        too_large = await tenant.client.post(PRO_T2I, json={"prompt": "x" * 2000})
+        assert "1024 bytes" in assert_wavespeed_error(too_large, 413)
+        gateway.app.router.routes.insert(0, Route("/api/v3/boom", boom, methods=["GET"]))
+        transport = httpx.ASGITransport(app=gateway.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as raw:
+            assert assert_wavespeed_error(await raw.get("/api/v3/boom"), 500) == "internal error"
+        # Elsewhere the gateway's shape.
+        assert (await tenant.client.post("/v1/jobs", json={"prompt": "x" * 2000})).json()[
+            "error"]["code"] == "payload_too_large"
+
+
 async def test_invalid_input_is_400_naming_every_field(tmp_path: Path) -> None:
     async with in_process_gateway(tmp_path) as gateway:
         tenant = await gateway.new_tenant()
