@@ -198,7 +198,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace, *, dev: bool = False
     from gateway.runner import serve
 
     if dev:
-        settings = settings.model_copy(update={"log_format": "console"})
+        if not settings.uses_simulator:  # dev is the embedded default: never real WaveSpeed
+            print("gateway dev ignores GATEWAY_WAVESPEED_API_KEY and runs the built-in "
+                  "simulator; `gateway serve` calls WaveSpeed", file=sys.stderr)
+        settings = settings.model_copy(update={"log_format": "console", "wavespeed_api_key": None})
 
     async def main() -> None:
         key = await _demo_key(settings) if dev else None
