@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from gateway.errors import FieldError, InvalidRequest
@@ -61,3 +62,24 @@ def parse_time(value: Any, field: str, *, after: float | None = None) -> float |
     if after is not None and ts <= after:
         raise InvalidRequest([FieldError(field, "must be in the future")])
     return ts
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from now: a number of seconds or an HTTP date; None if
+    unreadable. (WaveSpeed's 429 and a tenant's callback endpoint both send it.)"""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ import httpx
 
 from gateway import jsonio
 from gateway.errors import UpstreamError
+from gateway.times import parse_retry_after
 
 
 class UpstreamRejected(UpstreamError):
@@ -147,11 +149,8 @@ def _message(payload: Any, fallback: str) -> str:
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else default
-    except ValueError:
-        return default
+    seconds = parse_retry_after(response.headers.get("retry-after"), time.time())
+    return default if seconds is None else seconds
 
 
 def unwrap(response: httpx.Response, operation: str) -> Any:

@@ -17,13 +17,14 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from gateway.callbacks import signing
 from gateway.callbacks.deliverer import Deliverer
-from gateway.callbacks.retry import RetryPolicy, parse_retry_after
+from gateway.callbacks.retry import RetryPolicy
 from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, IPAddress, parse_legacy_ipv4
 from gateway.ids import id_floor, new_id
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.store.callbacks import MessageQuery, WebhookAttempt, WebhookMessage
 from gateway.store.sqlite import SQLiteStore
 from gateway.tenancy import create_tenant
+from gateway.times import parse_retry_after
 from gateway.webhooks.secrets import new_secret
 from tests.callback_receiver import Receiver
 from tests.helpers import wait_until
@@ -220,6 +221,8 @@ def test_retry_after_forms() -> None:
     )
     assert parse_retry_after("soon", now) is None
     assert parse_retry_after(None, now) is None
+    assert parse_retry_after(" 1.5 ", now) == 1.5 and parse_retry_after("-3", now) == 0
+    assert parse_retry_after("inf", now) is None and parse_retry_after("nan", now) is None
 
 
 def test_callback_settings_defaults_and_validation() -> None:

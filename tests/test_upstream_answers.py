@@ -4,6 +4,9 @@ and answers that are not JSON at all."""
 
 from __future__ import annotations
 
+import email.utils
+import time
+
 import httpx
 import pytest
 
@@ -37,6 +40,18 @@ def test_429_waits_as_long_as_retry_after_says() -> None:
     with pytest.raises(UpstreamRateLimited) as limited:
         unwrap(response, "submit")
     assert limited.value.retry_after == 7.0
+
+
+def test_429_with_retry_after_as_an_http_date() -> None:
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    response = answer(429, b'{"code": 429, "message": "slow down"}', {"retry-after": later})
+    with pytest.raises(UpstreamRateLimited) as limited:
+        unwrap(response, "submit")
+    assert 28 <= limited.value.retry_after <= 30
+    unreadable = answer(429, b'{"code": 429, "message": "slow down"}', {"retry-after": "soon"})
+    with pytest.raises(UpstreamRateLimited) as limited:
+        unwrap(unreadable, "submit")
+    assert limited.value.retry_after == 1.0  # the default
 
 
 def test_5xx_is_unavailable() -> None:

@@ -29,13 +29,14 @@ import httpx
 
 from gateway.callbacks import signing
 from gateway.callbacks.outbox import event_type
-from gateway.callbacks.retry import RetryPolicy, parse_retry_after
+from gateway.callbacks.retry import RetryPolicy
 from gateway.callbacks.urls import CallbackUrlPolicy, CallbackUrlRefused, CheckedUrl, literal_address
 from gateway.ids import id_floor
 from gateway.jobs import Transition
 from gateway.logs import get_logger
 from gateway.store import Store, Tx
 from gateway.store.callbacks import WebhookAttempt, WebhookMessage
+from gateway.times import parse_retry_after
 from gateway.webhooks import wavespeed_signature
 
 log = get_logger()
