@@ -122,6 +122,20 @@ async def test_job_callback_url_gets_the_terminal_event_signed_with_the_tenant_s
     assert len(receiver.deliveries) == 1  # processing is not sent to a job's callback_url
 
 
+async def test_a_failed_job_is_told_to_its_callback_url_as_job_failed(
+    gw: Gateway, simulator: Sim, receiver: Receiver
+) -> None:
+    tenant = await gw.new_tenant()
+    receiver.secrets = [(await tenant.client.get("/v1/webhook-secret")).json()["secret"]]
+    simulator.config.faults.failure_rate = 1.0
+    job = await run_job(tenant, callback_url=f"{receiver.url}/hooks/job")
+    assert job["status"] == "failed" and job["error"]["code"] == "upstream_failed"
+    [delivery] = await receiver.wait_for(1)
+    receiver.assert_all_verified()
+    assert delivery.payload["type"] == "job.failed"
+    assert delivery.payload["data"] == job
+
+
 async def test_the_commit_that_queues_a_callback_wakes_the_deliverer(
     gateway_factory: GatewayFactory, receiver: Receiver
 ) -> None:
