@@ -160,8 +160,10 @@ def unwrap(response: httpx.Response, operation: str) -> Any:
     except ValueError:
         payload = None
     status = response.status_code
-    if status == 200 and isinstance(payload, dict) and isinstance(payload.get("code"), int):
-        status = payload["code"] if payload["code"] != 200 else 200
+    # The envelope's code decides on any 2xx (WaveSpeed documents 200; a 201 or 202 carrying
+    # a created task must not read as a lost answer, which would leave it to the deadline).
+    if 200 <= status < 300 and isinstance(payload, dict) and isinstance(payload.get("code"), int):
+        status = payload["code"]
     if status == 200:
         if not isinstance(payload, dict) or "data" not in payload:
             raise UpstreamProtocolError(f"{operation}: answer is not WaveSpeed's envelope")

@@ -28,6 +28,15 @@ def test_the_envelope_gives_its_data() -> None:
     assert unwrap(response, "submit") == {"id": "p1"}
 
 
+def test_the_envelope_decides_on_any_2xx() -> None:
+    created = answer(201, b'{"code": 200, "message": "success", "data": {"id": "p1"}}')
+    assert unwrap(created, "submit") == {"id": "p1"}
+    with pytest.raises(UpstreamRejected):
+        unwrap(answer(202, b'{"code": 400, "message": "prompt is required"}'), "submit")
+    with pytest.raises(UpstreamUnavailable):  # a 2xx that is not the envelope: outcome unknown
+        unwrap(answer(204, b""), "submit")
+
+
 def test_an_error_code_inside_a_200_is_that_error() -> None:
     with pytest.raises(UpstreamRejected) as rejected:
         unwrap(answer(200, b'{"code": 400, "message": "prompt is required"}'), "submit")
