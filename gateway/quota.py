@@ -228,8 +228,6 @@ def settle(tx: Tx, moved: Transition) -> None:
     tx.add_counters(job.tenant_id, given_back, -images, -micros)
 
 
-
-
 def reserve_for_accept(tx: Tx, job: Job, principal: Principal) -> None:
     """AcceptHook: re-read the tenant inside the accepting transaction (a tenant disabled or a
     limit lowered a moment ago counts at once), then reserve."""

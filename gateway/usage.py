@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.errors import FieldError, InvalidRequest
-from gateway.money import decimal_text, usd_text
+from gateway.money import to_micros, usd_text
 from gateway.quota import OPEN, Limits, day_key, periods, rate_state
 from gateway.store import Store, Tenant
 
@@ -97,8 +97,7 @@ async def _remaining(
 
 
 def _money_left(limit: Decimal, used_micros: int) -> str:
-    left = limit - Decimal(used_micros) / Decimal(1_000_000)
-    return decimal_text(max(Decimal(0), left))
+    return usd_text(max(0, to_micros(limit) - used_micros))
 
 
 def rate_headers(limits: Limits, tat: float | None, now: float) -> dict[str, str]:
