@@ -44,7 +44,11 @@ from gateway.store.sqlite import SQLiteStore
 from gateway.upstream import WaveSpeedClient, make_http_client
 
 log = get_logger()
+
 KEY_TOUCH_SECONDS = 60.0
+# How often a dispatcher looks for its slots freed by another worker (Dispatcher.release_finished):
+# a slot stays idle up to this long after its job ended there; one point read per look.
+RELEASE_SECONDS = 0.25
 
 
 @dataclass
@@ -226,7 +230,7 @@ def create_app(
                 svc.tasks.append(asyncio.create_task(_fetch_webhook_secret(svc)))
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
             svc.tasks.append(asyncio.create_task(
-                svc.dispatcher.release_finished_every(1.0), name="dispatcher-release"
+                svc.dispatcher.release_finished_every(RELEASE_SECONDS), name="dispatcher-release"
             ))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
             svc.tasks.append(asyncio.create_task(svc.callbacks.deliverer.run(), name="deliverer"))
