@@ -174,9 +174,20 @@ def load_settings(**overrides: object) -> Settings:
         field = found.group(1) if found else "settings"
         example = _JSON_EXAMPLES.get(field)
         shape = f"JSON, e.g. {example}" if example else "JSON"
-        raise SettingsError(f"invalid setting GATEWAY_{field.upper()}: must be {shape}") from None
+        raise SettingsError(f"invalid setting {_variable(field)}: must be {shape}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        name = f"GATEWAY_{field.upper()}"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        raise SettingsError(f"invalid setting {_variable(field)}: {first['msg']}") from None
+
+
+def _variable(name: str) -> str:
+    """The environment variable a setting is read from: GATEWAY_<FIELD>, or the alias a field
+    is read through (PROMETHEUS_MULTIPROC_DIR). ``name`` is a field's name or that alias."""
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else []
+        if name == field or name in choices:
+            first = choices[0] if choices else None
+            return first if isinstance(first, str) else f"GATEWAY_{field.upper()}"
+    return f"GATEWAY_{name.upper()}"

@@ -56,6 +56,15 @@ def test_a_value_that_is_not_json_says_what_json_is_expected(
     )
 
 
+def test_a_setting_read_through_another_name_is_named_by_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("invalid setting PROMETHEUS_MULTIPROC_DIR: ")
+
+
 def test_log_level_is_read_in_either_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_LOG_LEVEL", "INFO")
     monkeypatch.setenv("GATEWAY_LOG_FORMAT", "Console")
