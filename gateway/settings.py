@@ -174,14 +174,14 @@ def load_settings(**overrides: object) -> Settings:
         field = found.group(1) if found else "settings"
         example = _JSON_EXAMPLES.get(field)
         shape = f"JSON, e.g. {example}" if example else "JSON"
-        raise SettingsError(f"invalid setting {_variable(field)}: must be {shape}") from None
+        raise SettingsError(f"invalid setting {variable_name(field)}: must be {shape}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise SettingsError(f"invalid setting {_variable(field)}: {first['msg']}") from None
+        raise SettingsError(f"invalid setting {variable_name(field)}: {first['msg']}") from None
 
 
-def _variable(name: str) -> str:
+def variable_name(name: str) -> str:
     """The environment variable a setting is read from: GATEWAY_<FIELD>, or the alias a field
     is read through (PROMETHEUS_MULTIPROC_DIR). ``name`` is a field's name or that alias."""
     for field, info in Settings.model_fields.items():

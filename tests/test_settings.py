@@ -94,3 +94,11 @@ def test_serve_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "GATEWAY_PORT" in lines[0], done.stderr
+
+
+def test_the_readme_names_every_setting() -> None:
+    from gateway.settings import Settings, variable_name
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [variable_name(f) for f in Settings.model_fields if f"`{variable_name(f)}`" not in readme]
+    assert missing == []
