@@ -69,12 +69,12 @@ async def test_tenants_create_list_get_update_with_validation(tmp_path: Path) ->
         assert created["limits"]["requests_per_minute"] is None
         dup = await gateway.client.post("/admin/tenants", json={"name": "team-a"}, headers=ADMIN)
         assert dup.status_code == 409 and dup.json()["error"]["code"] == "tenant_exists"
-        bad = await gateway.client.post(
-            "/admin/tenants",
-            json={"name": "bad name", "limits": {"images_per_day": -1, "usd_per_day": "lots", "x": 1}},
-            headers=ADMIN,
-        )
-        assert bad.status_code == 422
+        for bad_name in ("bad name", "ten_x", "key_x", "", "x" * 65, 7):
+            bad = await gateway.client.post(
+                "/admin/tenants", json={"name": bad_name}, headers=ADMIN
+            )
+            assert bad.status_code == 422, bad_name
+            assert [d["field"] for d in bad.json()["error"]["details"]] == ["name"], bad_name
         bad_limits = await gateway.client.post(
             "/admin/tenants",
             json={"name": "ok", "limits": {"images_per_day": -1, "usd_per_day": "lots", "x": 1}},

@@ -119,7 +119,27 @@ async def test_job_callback_url_gets_the_terminal_event_signed_with_the_tenant_s
     assert settled_message["attempts"][0]["response"] == "answer 200"
     assert settled_message["payload"] == body
     await asyncio.sleep(0.3)
-    assert len(receiver.deliveries) == 1  # processing is not sent to a job's callback_url
+    assert len(receiver.deliveries) == 1  # delivered once
+
+
+async def test_a_jobs_callback_url_is_told_its_end_not_processing(
+    gateway_factory: GatewayFactory, simulator: Sim, receiver: Receiver
+) -> None:
+    gw = await gateway_factory(**FAST, webhook_grace_seconds=0, poll_interval_seconds=0.1)
+    tenant = await gw.new_tenant()
+    simulator.config.faults.paused = True  # the reconciler's poll sees "processing"
+    created = await tenant.client.post(
+        "/v1/jobs", json={**PROMPT, "callback_url": f"{receiver.url}/hooks/job"}
+    )
+    job_id = created.json()["id"]
+    await wait_job(tenant.client, job_id, ("processing",))
+    simulator.config.faults.paused = False
+    job = await wait_job(tenant.client, job_id)
+    assert [e["to"] for e in job["events"]] == ["queued", "submitted", "processing", "completed"]
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.3)
+    assert [d.payload["type"] for d in receiver.deliveries] == ["job.completed"]
+    assert len(await messages(tenant, job_id=job_id)) == 1
 
 
 async def test_a_failed_job_is_told_to_its_callback_url_as_job_failed(
@@ -364,7 +384,7 @@ async def test_secret_rotation_signs_with_both_secrets_during_the_overlap(
 
 
 async def test_slow_endpoint_does_not_hold_up_the_others(
-    gateway_factory: GatewayFactory,
+    gateway_factory: GatewayFactory, simulator: Sim
 ) -> None:
     gw = await gateway_factory(**{**FAST, "callback_max_concurrency_per_endpoint": 1})
     slow = await Receiver(default_status=200).start()
@@ -374,8 +394,12 @@ async def test_slow_endpoint_does_not_hold_up_the_others(
         await register(tenant, slow.url)
         await register(tenant, fast.url)
         slow.answer(*(Answer(200, delay=0.6) for _ in range(3)))
-        for _ in range(3):
-            await run_job(tenant)
+        # The three jobs end together, so their callbacks are all due at once.
+        simulator.config.faults.paused = True
+        ids = [(await tenant.client.post("/v1/jobs", json=PROMPT)).json()["id"] for _ in range(3)]
+        simulator.config.faults.paused = False
+        for job_id in ids:
+            await wait_job(tenant.client, job_id)
         await fast.wait_for(3, within=5)
         await slow.wait_for(3, within=10)
         # One at a time to the slow endpoint (each waited for the previous answer), while the

@@ -245,7 +245,8 @@ async def test_kill_9_with_jobs_queued_and_at_wavespeed(
         path = [e["to"] for e in job["events"]]
         assert path in (["queued", "submitted", "completed"],
                         ["queued", "submitted", "processing", "completed"]), path
-        assert job["cost_usd"] in ("0.04", "0.08")
+        price = "0.04" if job["model"] == "flux-kontext-pro" else "0.08"
+        assert job["cost_usd"] == job["price_usd"] == price, job
 
 
 async def test_kill_9_while_wavespeed_finishes_jobs_is_recovered_by_polling(

@@ -41,13 +41,12 @@ async def test_the_concurrency_limit_holds_under_a_burst(tmp_path: Path) -> None
         sim = sim_of(gateway)
         sim.config.faults.paused = True
         tenant = await gateway.new_tenant()
-        ids = await asyncio.gather(*(post(tenant, 1) for _ in range(10)))
+        await asyncio.gather(*(post(tenant, 1) for _ in range(10)))
         await wait_until(lambda: len(sim.submits()) == 3, 5, what="three submits")
         await asyncio.sleep(0.3)
         assert len(sim.submits()) == 3
         listed = (await tenant.client.get("/v1/jobs?limit=100")).json()["data"]
         assert sorted(job["status"] for job in listed) == ["queued"] * 7 + ["submitted"] * 3
-        assert len(ids) == 10
         # WaveSpeed's answers were committed without waiting for an fsync (README, "How a job
         # travels"): the posts were answered before, so the answers made batches of their own.
         store = gateway.services.store

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.store.sqlite import SQLiteStore
@@ -76,18 +77,25 @@ async def test_a_scrape_counts_every_workers_requests(tmp_path: Path, simulator:
         await wait_until(up, within=30, interval=0.2, what="the workers to start")
         sent = 0
 
-        def workers_seen() -> set[str]:
-            return {
-                m.group(1) for f in metrics_dir.iterdir()
-                if (m := re.fullmatch(r"counter_(\d+)\.db", f.name))
-            }
+        def healthz_by_worker() -> dict[str, float]:
+            """Each worker's own count of /healthz answers, from its file alone (a worker
+            writes its file when it starts, so the file's presence says nothing)."""
+            counts: dict[str, float] = {}
+            for f in metrics_dir.iterdir():
+                if m := re.fullmatch(r"counter_(\d+)\.db", f.name):
+                    merged = MultiProcessCollector.merge([str(f)], accumulate=True)
+                    counts[m.group(1)] = sum(
+                        s.value for metric in merged for s in metric.samples
+                        if s.name == "gateway_http_requests_total" and s.labels.get("route") == "/healthz"
+                    )
+            return counts
 
         async def both_served() -> bool:
             nonlocal sent
             answers = await asyncio.gather(*(client.get("/healthz") for _ in range(20)))
             assert all(a.status_code == 200 for a in answers)
             sent += len(answers)
-            return len(workers_seen()) >= WORKERS
+            return sum(count > 0 for count in healthz_by_worker().values()) >= WORKERS
 
         await wait_until(both_served, within=20, interval=0.1, what="requests on every worker")
 
@@ -100,7 +108,7 @@ async def test_a_scrape_counts_every_workers_requests(tmp_path: Path, simulator:
         for _ in range(4):  # whichever worker answers the scrape
             text = (await client.get("/metrics")).text
             healthz = total(text, "gateway_http_requests_total", route="/healthz", status="200")
-            assert healthz == sent
+            assert healthz == sent == sum(healthz_by_worker().values())
             assert total(text, "gateway_jobs_accepted_total") == 4
             assert total(text, "gateway_build_info") == 1
     finally:

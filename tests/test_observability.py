@@ -34,7 +34,10 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def value(text: str, name: str, **labels: str) -> float:
-    return samples(text).get((name, frozenset(labels.items())), 0.0)
+    """One sample's value; a series that is not exported fails the test (it is not a 0)."""
+    found = samples(text).get((name, frozenset(labels.items())))
+    assert found is not None, f"no series {name}{labels}"
+    return found
 
 
 def series(text: str, name: str) -> list[dict[str, str]]:

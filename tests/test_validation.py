@@ -419,18 +419,22 @@ async def test_body_over_the_limit_chunked_is_413(gw: Gateway, client: TenantHan
 
 
 @module_loop
-async def test_body_just_under_the_limit_is_read(accepting: TenantHandle) -> None:
-    body = json.dumps(with_(T2I_MAX, metadata={"pad": "p" * 100})).encode()
-    assert len(body) < MAX_BODY
+async def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_not(
+    accepting: TenantHandle,
+) -> None:
+    job = json.dumps(with_(T2I_MAX, metadata={"pad": "p" * 100})).encode()
+    for size, status in ((MAX_BODY, 202), (MAX_BODY + 1, 413)):
+        body = job + b" " * (size - len(job))  # JSON may end in white space
 
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(body), 50):
-            yield body[start:start + 50]
+        async def chunks(body: bytes = body) -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 4096):
+                yield body[start:start + 4096]
 
-    response = await accepting.client.post(
-        "/v1/jobs", content=chunks(), headers={"content-type": "application/json"}
-    )
-    assert response.status_code == 202, response.text
+        headers = {"content-type": "application/json"}
+        streamed = await accepting.client.post("/v1/jobs", content=chunks(), headers=headers)
+        declared = await accepting.client.post("/v1/jobs", content=body, headers=headers)
+        assert declared.request.headers["content-length"] == str(size)
+        assert (streamed.status_code, declared.status_code) == (status, status), size
 
 
 async def test_body_limit_over_real_sockets(gateway_factory: GatewayFactory, simulator: Sim) -> None:

@@ -162,6 +162,9 @@ async def test_timestamp_inside_the_tolerance_is_accepted(
     headers = wavespeed_signed(simulator.config.webhook_secret, body, "msg_a", int(time.time()) - 290)
     response = await deliver(gateway, job["id"], body, headers)
     assert response.status_code == 200, response.text
+    assert response.json() == {"result": "applied"}
+    done = (await tenant.client.get(f"/v1/jobs/{job['id']}")).json()
+    assert done["status"] == "completed" and done["events"][-1]["source"] == "webhook"
 
 
 async def test_signed_webhook_that_is_not_a_prediction_is_400(
