@@ -46,9 +46,11 @@ from gateway.upstream import WaveSpeedClient, make_http_client
 log = get_logger()
 
 KEY_TOUCH_SECONDS = 60.0
-# How often a dispatcher looks for its slots freed by another worker (Dispatcher.release_finished):
-# a slot stays idle up to this long after its job ended there; one point read per look.
-RELEASE_SECONDS = 0.25
+# How often a dispatcher looks in the store for what other workers did (Dispatcher.share_work_every):
+# its slots freed by a job ending there, jobs accepted there that none has sent. A slot stays
+# idle up to this long; a look is a point read of at most its concurrency, and when it has slots
+# free and nothing queued, one read of at most that many queued jobs.
+SHARE_SECONDS = 0.25
 
 
 @dataclass
@@ -230,7 +232,7 @@ def create_app(
                 svc.tasks.append(asyncio.create_task(_fetch_webhook_secret(svc)))
             svc.tasks.append(asyncio.create_task(svc.dispatcher.run(), name="dispatcher"))
             svc.tasks.append(asyncio.create_task(
-                svc.dispatcher.release_finished_every(RELEASE_SECONDS), name="dispatcher-release"
+                svc.dispatcher.share_work_every(SHARE_SECONDS), name="dispatcher-share"
             ))
             svc.tasks.append(asyncio.create_task(svc.reconciler.run(), name="reconciler"))
             svc.tasks.append(asyncio.create_task(svc.callbacks.deliverer.run(), name="deliverer"))

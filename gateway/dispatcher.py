@@ -122,14 +122,31 @@ class Dispatcher:
             self._wake.set()
         return len(finished)
 
-    async def release_finished_every(self, seconds: float) -> None:
-        """``release_finished`` every ``seconds``, until the dispatcher stops."""
+    async def take_unsent(self) -> int:
+        """With slots free and nothing queued here, queue jobs no worker has sent yet: with
+        several workers, those another worker accepted while its own slots are taken. The
+        store is the queue the workers share; the claim decides which one sends a job (the
+        other finds it claimed and frees the slot). Returns how many were queued."""
+        free = self.max_concurrency - len(self.in_flight)
+        if free <= 0 or self._queued or self._stopping:
+            return 0
+        taken = 0
+        for job in await self._service.store.unsent_jobs(free):
+            if job.id not in self.in_flight and job.id not in self._queued:
+                self.enqueue(job)
+                taken += 1
+        return taken
+
+    async def share_work_every(self, seconds: float) -> None:
+        """Every ``seconds``, until the dispatcher stops: ``release_finished``, then
+        ``take_unsent``: what several workers on one database learn from each other."""
         while not self._stopping:
             await asyncio.sleep(seconds)
             try:
                 await self.release_finished()
+                await self.take_unsent()
             except Exception:
-                log.exception("dispatcher_release_failed")
+                log.exception("dispatcher_share_failed")
 
     # -- lifecycle ---------------------------------------------------------------------------
 

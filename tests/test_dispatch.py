@@ -182,3 +182,23 @@ async def test_only_jobs_the_store_says_are_finished_give_their_slots_back(tmp_p
         dispatcher.in_flight.update({done, "job_not_committed_yet"})
         assert await dispatcher.release_finished() == 1
         assert dispatcher.in_flight == {"job_not_committed_yet"}
+
+
+async def test_an_idle_worker_sends_what_a_busy_one_accepted(
+    gateway_factory: GatewayFactory, simulator: Sim
+) -> None:
+    """Two workers on one database, one slot each. Every job is accepted by A, whose slot is
+    taken; B, idle, sends the next one: each job once, by whichever worker claims it."""
+    simulator.config.faults.paused = True
+    a = await gateway_factory(upstream_max_concurrency=1)
+    b = await gateway_factory(upstream_max_concurrency=1)
+    tenant = await a.new_tenant()
+    ids = await post(tenant, 3)
+    await wait_until(lambda: len(simulator.submits()) == 2, 5, what="a submit from each worker")
+    await asyncio.sleep(0.6)  # two more looks at the store: no worker sends a third
+    assert len(simulator.submits()) == 2
+    assert len(a.services.dispatcher.in_flight) == len(b.services.dispatcher.in_flight) == 1
+    simulator.config.faults.paused = False
+    for job_id in ids:
+        assert (await wait_job(tenant.client, job_id, within=15))["status"] == "completed"
+    assert sorted(submitted_ids(simulator)) == sorted(ids)

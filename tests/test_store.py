@@ -435,10 +435,11 @@ async def test_the_queries_for_jobs_by_status_search_an_index(store: SQLiteStore
     await store.jobs_in_status(("queued", "submitted", "processing"))
     await store.due_polls(now, 10)
     await store.expired_submits(now)
+    await store.unsent_jobs(10)
     await store.active_job_counts()
     await store.poll_backlog(now)
     queries = [sql for sql in issued if "FROM jobs" in sql]
-    assert len(queries) == 5, issued
+    assert len(queries) == 6, issued
     with sqlite3.connect(store.path) as conn:
         plans = {
             sql: " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql))

@@ -551,6 +551,14 @@ class SQLiteStore(TenancyReads, CallbackReads):
             (attempted_before,), index="jobs_unanswered_submits",  # see migration 7
         )
 
+    async def unsent_jobs(self, limit: int) -> list[Job]:
+        """Up to ``limit`` queued jobs no worker has claimed for a submit. Read through the
+        status index, so it reads what it returns (and the claims in flight it skips), not the
+        backlog; by model, then oldest first."""
+        return await self._jobs_where(
+            "status = 'queued' AND submit_attempted_at IS NULL LIMIT ?", (limit,)
+        )
+
     async def active_job_counts(self) -> dict[tuple[str, str], int]:
         """Unfinished jobs by (model, status), for the metrics scrape."""
         async with self._reader() as db:
