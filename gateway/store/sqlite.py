@@ -554,7 +554,8 @@ class SQLiteStore(TenancyReads, CallbackReads):
     async def unsent_jobs(self, limit: int) -> list[Job]:
         """Up to ``limit`` queued jobs no worker has claimed for a submit. Read through the
         status index, so it reads what it returns (and the claims in flight it skips), not the
-        backlog; by model, then oldest first."""
+        backlog; in the index's order (by model, then oldest first), not sorted: a sort would
+        read the whole backlog."""
         return await self._jobs_where(
             "status = 'queued' AND submit_attempted_at IS NULL LIMIT ?", (limit,)
         )
