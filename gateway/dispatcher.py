@@ -122,20 +122,16 @@ class Dispatcher:
             self._wake.set()
         return len(finished)
 
-    async def take_unsent(self) -> int:
+    async def take_unsent(self) -> None:
         """With slots free and nothing queued here, queue jobs no worker has sent yet: with
         several workers, those another worker accepted while its own slots are taken. The
         store is the queue the workers share; the claim decides which one sends a job (the
-        other finds it claimed and frees the slot). Returns how many were queued."""
+        other finds it claimed and frees the slot). ``enqueue`` skips those already here."""
         free = self.max_concurrency - len(self.in_flight)
         if free <= 0 or self._queued or self._stopping:
-            return 0
-        taken = 0
+            return
         for job in await self._service.store.unsent_jobs(free):
-            if job.id not in self.in_flight and job.id not in self._queued:
-                self.enqueue(job)
-                taken += 1
-        return taken
+            self.enqueue(job)
 
     async def share_work_every(self, seconds: float) -> None:
         """Every ``seconds``, until the dispatcher stops: ``release_finished``, then
