@@ -19,7 +19,6 @@ import os
 import re
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from gateway import jsonio
-from gateway.times import iso_micros
+from gateway.times import now_iso_micros
 
 if TYPE_CHECKING:
     from gateway.jobs import Transition
@@ -48,10 +47,13 @@ class _Pipeline:
     level: int
     processors: tuple[structlog.typing.Processor, ...]
     writer: LineWriter
+    # The processors for a line without ``exc_info`` (nearly every line): without the one
+    # that formats it, which only looks for it.
+    plain: tuple[structlog.typing.Processor, ...]
 
     def write(self, method: str, fields: structlog.typing.EventDict) -> None:
         line: Any = fields
-        for processor in self.processors:
+        for processor in self.processors if "exc_info" in fields else self.plain:
             line = processor(self.writer, method, line)
         self.writer.msg(line)
 
@@ -145,7 +147,7 @@ def prepare(_: object, method: str, event: structlog.typing.EventDict) -> struct
     for name, value in _CONTEXT.get().items():
         event.setdefault(name, value)
     event["level"] = _LEVEL_NAMES.get(method, method)
-    event["timestamp"] = iso_micros(time.time())
+    event["timestamp"] = now_iso_micros()
     return redact(_, method, event)
 
 
@@ -299,7 +301,7 @@ def configure_logging(fmt: Literal["json", "console"], level: str) -> None:
     )
     global _active, _pipeline
     _active = structlog.get_logger().bind()
-    _pipeline = _Pipeline(numeric, (*shared, exc_info, renderer), writer)
+    _pipeline = _Pipeline(numeric, (*shared, exc_info, renderer), writer, (*shared, renderer))
     handler = _LineHandler(writer)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

@@ -14,11 +14,17 @@ from gateway.errors import FieldError, InvalidRequest
 _second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted
 
 
+def _format_second(seconds: int) -> tuple[int, str]:
+    """Format a new second (and keep it: the next time is nearly always in the same one)."""
+    global _second
+    _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return _second
+
+
 def _parts(ts: float) -> tuple[str, int]:
     """``ts`` as its UTC date and time to the second, and the microseconds, rounded as
     datetime.fromtimestamp rounds them (half to even). The date and time are formatted once
     per second: in a job's view and on a log line, the times are nearly always this second."""
-    global _second
     fraction, whole = math.modf(ts)
     micros = round(fraction * 1e6)
     if micros >= 1_000_000:
@@ -28,14 +34,35 @@ def _parts(ts: float) -> tuple[str, int]:
     seconds = int(whole)
     last = _second
     if seconds != last[0]:
-        last = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        last = _format_second(seconds)
     return last[1], micros
 
 
+def now_iso_micros() -> str:
+    """Now, as ``iso_micros(time.time())`` writes it (to the microsecond, truncated rather
+    than rounded, from the integer clock): every log line's time, at a third of the cost."""
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    last = _second
+    if seconds != last[0]:
+        last = _format_second(seconds)
+    return f"{last[1]}.{micros:06d}Z"
+
+
+_millis: tuple[float, str] = (math.nan, "")  # the last time iso_millis wrote (nan: none)
+
+
 def iso_millis(ts: float) -> str:
-    """UTC to the millisecond (truncated, as isoformat does), with a Z: 2026-11-21T13:36:56.470Z."""
+    """UTC to the millisecond (truncated, as isoformat does), with a Z: 2026-11-21T13:36:56.470Z.
+    The last one is kept: a job's view asks for the same time several times in a row (a new
+    job's creation, update and first event)."""
+    global _millis
+    last = _millis
+    if ts == last[0]:
+        return last[1]
     date_time, micros = _parts(ts)
-    return f"{date_time}.{micros // 1000:03d}Z"
+    text = f"{date_time}.{micros // 1000:03d}Z"
+    _millis = (ts, text)
+    return text
 
 
 def iso_micros(ts: float) -> str:
