@@ -19,6 +19,7 @@ state).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -114,9 +115,17 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def day_key(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).date().isoformat()  # YYYY-MM-DD, a third of strftime
+    """The UTC day of ``ts``, YYYY-MM-DD."""
+    return _day_text(int(ts // 86_400))
 
 
+@functools.lru_cache(maxsize=64)
+def _day_text(day_number: int) -> str:
+    # Once per day (every accepted and every finished job asks).
+    return datetime.fromtimestamp(day_number * 86_400, UTC).date().isoformat()
+
+
+@functools.lru_cache(maxsize=64)
 def periods(day: str) -> tuple[str, str]:
     """The counter keys of a UTC day (YYYY-MM-DD): its own, and its month's."""
     return f"d:{day}", f"m:{day[:7]}"
@@ -188,6 +197,15 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
     if limits.requests_per_minute is not None:
         _take_rate(tx, tenant, limits.requests_per_minute, now)
     day, month = periods(day_key(now))
+    if limits is not _NO_LIMITS:  # most tenants: nothing to check
+        _check_counts(tx, tenant, price, limits, now, day, month)
+    tx.add_counters(tenant, (OPEN, day, month), 1, price)
+
+
+def _check_counts(
+    tx: Tx, tenant: str, price: int, limits: Limits, now: float, day: str, month: str
+) -> None:
+    """The limits on jobs running, images and money: QuotaExceeded at the first one hit."""
     if limits.max_concurrent_jobs is not None:
         open_images, _ = tx.get_counter(tenant, OPEN)
         if open_images + 1 > limits.max_concurrent_jobs:
@@ -210,7 +228,6 @@ def reserve(tx: Tx, job: Job, limits: Limits, now: float) -> None:
             raise _exceeded(
                 f"usd_per_{unit}", f"USD {decimal_text(usd_limit)} per {unit} would be exceeded", reset(now)
             )
-    tx.add_counters(tenant, (OPEN, day, month), 1, price)
 
 
 def settle(tx: Tx, moved: Transition) -> None:
