@@ -73,6 +73,21 @@ def _insert_job_sql(columns: tuple[str, ...]) -> str:
     return f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
 
 
+@functools.cache
+def _insert_event_sql(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO job_events ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+@functools.cache
+def _next_event_sql(columns: tuple[str, ...]) -> str:
+    # The event numbered after the job's last one.
+    return (
+        f"INSERT INTO job_events ({', '.join(columns)}, seq) "
+        f"SELECT {', '.join('?' for _ in columns)}, COALESCE(MAX(seq), 0) + 1 "
+        "FROM job_events WHERE job_id = ? RETURNING seq"
+    )
+
+
 def _dump(value: Any) -> str | None:
     return None if value is None else jsonio.dumps(value)
 
@@ -142,19 +157,23 @@ class SQLiteTx(TenancyTx, CallbackTx):
         self, job_id: str, from_status: str | None, to_status: str, source: str, at: float,
         detail: dict[str, Any] | None, seq: int | None = None,
     ) -> int:
+        # A None is left to the column's default rather than bound (see insert_job): a job's
+        # first event has no from_status, and most events no detail.
+        columns = ["job_id", "to_status", "source", "at"]
+        values: list[Any] = [job_id, to_status, source, at]
+        if from_status is not None:
+            columns.append("from_status")
+            values.append(from_status)
+        if detail is not None:
+            columns.append("detail")
+            values.append(_dump(detail))
         if seq is not None:
-            self.conn.execute(
-                "INSERT INTO job_events (job_id, seq, from_status, to_status, source, at, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, seq, from_status, to_status, source, at, _dump(detail)),
-            )
+            columns.append("seq")
+            values.append(seq)
+            self.conn.execute(_insert_event_sql(tuple(columns)), values)
             return seq
-        row = self.conn.execute(
-            "INSERT INTO job_events (job_id, seq, from_status, to_status, source, at, detail) "
-            "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM job_events WHERE job_id = ? "
-            "RETURNING seq",
-            (job_id, from_status, to_status, source, at, _dump(detail), job_id),
-        ).fetchone()
+        values.append(job_id)
+        row = self.conn.execute(_next_event_sql(tuple(columns)), values).fetchone()
         return int(row[0])
 
     def get_idempotency(self, tenant_id: str, key: str) -> Idempotency | None:
