@@ -115,6 +115,9 @@ class SQLiteTx(TenancyTx, CallbackTx):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # One cursor for the statements run for every job whose rows are not read (the
+        # transaction's own, the inserts): conn.execute makes a cursor each time.
+        self.cursor = conn.cursor()
         self.tenants_read = {}
         self.script_counts = {}
         self.batch_counts = {}
@@ -143,7 +146,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
             if value is not None:
                 columns.append(name)
                 values.append(_dump(value) if name in _JSON_COLUMNS else value)
-        self.conn.execute(_insert_job_sql(tuple(columns)), values)
+        self.cursor.execute(_insert_job_sql(tuple(columns)), values)
 
     def update_job(self, job_id: str, **changes: Any) -> None:
         unknown = set(changes) - set(_JOB_COLUMNS)
@@ -170,7 +173,7 @@ class SQLiteTx(TenancyTx, CallbackTx):
         if seq is not None:
             columns.append("seq")
             values.append(seq)
-            self.conn.execute(_insert_event_sql(tuple(columns)), values)
+            self.cursor.execute(_insert_event_sql(tuple(columns)), values)
             return seq
         values.append(job_id)
         row = self.conn.execute(_next_event_sql(tuple(columns)), values).fetchone()
@@ -458,38 +461,39 @@ class SQLiteStore(TenancyReads, CallbackReads):
         conn = self._conn
         assert conn is not None
         tx = SQLiteTx(conn)
+        run = tx.cursor.execute
         outcomes: list[tuple[bool, Any]] = []
         synchronous = "FULL" if any(item.durable for item in batch) else "NORMAL"
         if synchronous != self._synchronous:
             conn.execute(f"PRAGMA synchronous={synchronous}")
             self._synchronous = synchronous
         alone = len(batch) == 1  # the transaction is the script's own: no savepoint needed
-        conn.execute("BEGIN IMMEDIATE")
+        run("BEGIN IMMEDIATE")
         try:
             for item in batch:
                 if not alone:
-                    conn.execute("SAVEPOINT script")
+                    run("SAVEPOINT script")
                 try:
                     value = item.script(tx)
                 except Exception as exc:
                     if alone:
-                        conn.execute("ROLLBACK")
+                        run("ROLLBACK")
                     else:
-                        conn.execute("ROLLBACK TO script")
-                        conn.execute("RELEASE script")
+                        run("ROLLBACK TO script")
+                        run("RELEASE script")
                     tx.end_script(ok=False)
                     outcomes.append((False, exc))
                 else:
                     if not alone:
-                        conn.execute("RELEASE script")
+                        run("RELEASE script")
                     tx.end_script(ok=True)
                     outcomes.append((True, value))
             if conn.in_transaction:
                 tx.before_commit()
-                conn.execute("COMMIT")
+                run("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                run("ROLLBACK")
             raise
         self.batches += 1
         self.scripts += len(batch)
