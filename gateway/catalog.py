@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from gateway.errors import FieldError
-from gateway.money import decimal_text
+from gateway.money import decimal_text, to_micros
 
 ASPECT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
 SEED_MAX = 2147483647
@@ -128,8 +128,14 @@ class Catalog:
             for e in ENDPOINTS
         }
 
+        self._micros = {wavespeed_id: to_micros(usd) for wavespeed_id, usd in self._prices.items()}
+
     def price(self, endpoint: Endpoint) -> Decimal:
         return self._prices[endpoint.wavespeed_id]
+
+    def price_micros(self, endpoint: Endpoint) -> int:
+        """``price`` in micro-dollars, as a job records it."""
+        return self._micros[endpoint.wavespeed_id]
 
     def describe(self) -> list[dict[str, Any]]:
         return [e.describe(self.price(e)) for e in ENDPOINTS]

@@ -20,7 +20,6 @@ from gateway.catalog import Catalog
 from gateway.errors import Conflict, FieldError, InvalidRequest, NotFound, QuotaExceeded, UpstreamError
 from gateway.ids import new_id
 from gateway.logs import get_logger
-from gateway.money import to_micros
 from gateway.normalize import JobRequest, parse_job_request
 from gateway.states import TERMINAL, can_transition, is_terminal
 from gateway.store import Idempotency, Job, JobEvent, Store, Tx
@@ -296,7 +295,7 @@ class JobService:
             wavespeed_id=endpoint.wavespeed_id,
             status="queued",
             inputs=request.upstream_body(image_urls),
-            price_micros=to_micros(self.catalog.price(endpoint)),
+            price_micros=self.catalog.price_micros(endpoint),
             created_at=now,
             updated_at=now,
             callback_url=request.callback_url,
