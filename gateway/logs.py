@@ -119,8 +119,9 @@ _CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar(
 
 def bind(**fields: Any) -> None:
     """Add ``fields`` to every later line of this request (or task). A new mapping each time:
-    a task started earlier keeps the context it was started with."""
-    _CONTEXT.set({**_CONTEXT.get(), **fields})
+    a task started earlier keeps the context it was started with. Redacted here, once, rather
+    than on every line that carries them."""
+    _CONTEXT.set({**_CONTEXT.get(), **redact(None, "", fields)})
 
 
 def bound() -> Mapping[str, Any]:
@@ -130,8 +131,9 @@ def bound() -> Mapping[str, Any]:
 @contextmanager
 def fresh_context(**fields: Any) -> Iterator[None]:
     """A context of only ``fields`` for the block; the previous one is restored when the block
-    ends normally. After an exception it stays, so that the error handler's line carries it."""
-    token = _CONTEXT.set(fields)
+    ends normally. After an exception it stays, so that the error handler's line carries it.
+    Redacted here, as ``bind`` does."""
+    token = _CONTEXT.set(redact(None, "", fields))
     yield
     _CONTEXT.reset(token)
 
@@ -142,13 +144,15 @@ _LEVEL_NAMES = {"warn": "warning", "exception": "error"}
 
 def prepare(_: object, method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
     """Every line's own fields, in one processor (it was four, and each call cost more than
-    its work): the bound context under what the call gave, the level, the time (UTC, to the
-    microsecond, with a Z, as structlog's TimeStamper writes it), then ``redact``."""
+    its work): what the call gave, redacted (``redact``); the bound context under it (redacted
+    when it was bound); the level; the time (UTC, to the microsecond, with a Z, as structlog's
+    TimeStamper writes it)."""
+    redact(_, method, event)
     for name, value in _CONTEXT.get().items():
         event.setdefault(name, value)
     event["level"] = _LEVEL_NAMES.get(method, method)
     event["timestamp"] = now_iso_micros()
-    return redact(_, method, event)
+    return event
 
 
 _SECRET_FIELDS = ("authorization", "api_key", "secret", "token", "password", "key")

@@ -303,6 +303,17 @@ def test_every_line_gets_its_context_level_and_redaction_in_one_step() -> None:
         assert prepare(None, "info", {"event": "z"})["level"] == "info"
 
 
+def test_what_is_bound_is_redacted_on_every_line_that_carries_it() -> None:
+    # A client may send its key as its X-Request-ID; a caller may bind a secret by mistake.
+    from gateway.logs import REDACTED, bind, fresh_context, prepare
+
+    with fresh_context(request_id="Bearer kgw_live_AbC123"):
+        bind(tenant_id="ten_1", webhook_secret="whsec_c2VjcmV0", note="sent kgw_test_Zz9")
+        for _ in range(2):
+            line = prepare(None, "info", {"event": "x"})
+            assert line["request_id"] == REDACTED and line["webhook_secret"] == REDACTED
+            assert line["note"] == f"sent {REDACTED}" and line["tenant_id"] == "ten_1"
+
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_the_configured_level_format_and_exceptions_apply_to_every_line(fmt: str) -> None:
     from gateway.logs import configure_logging, get_logger, reset_logging
